@@ -1,0 +1,27 @@
+"""fxkernels: fused Triton / CUDA / CPU C++ kernels for facial-expression-recognition models.
+
+Every op takes `backend="auto" | "reference" | "triton" | "cuda" | "cpu"`; `use_backend(name)` sets the
+default in a `with` block and the FXKERNELS_BACKEND environment variable sets the process default.
+"""
+
+from . import _ext  # noqa: F401  (loads the C++ ops if built)
+from ._backend import BACKENDS, backends, default_backend, use_backend
+from .nn import FCC, FCCH, FCCV, ParCFCC
+from .ops import circular_conv, circular_conv2d, fcc2d_ref, fcc_ref
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "BACKENDS",
+    "backends",
+    "default_backend",
+    "use_backend",
+    "circular_conv",
+    "circular_conv2d",
+    "fcc_ref",
+    "fcc2d_ref",
+    "FCC",
+    "FCCH",
+    "FCCV",
+    "ParCFCC",
+]

@@ -1,0 +1,132 @@
+"""Backend selection shared by every op: "auto" | "reference" | "triton" | "cuda" | "cpu"."""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import os
+import threading
+
+import torch
+
+from . import _ext
+
+BACKENDS = ("auto", "reference", "triton", "cuda", "cpu")
+_state = threading.local()
+
+
+def _check_name(name: str, what: str = "backend") -> str:
+    if name not in BACKENDS:
+        raise ValueError(f"fxkernels: {what} must be one of {BACKENDS}, got {name!r}")
+    return name
+
+
+_ENV_DEFAULT = _check_name(os.environ.get("FXKERNELS_BACKEND", "auto"), "FXKERNELS_BACKEND")
+
+
+def triton_interpret() -> bool:
+    """Triton on CPU tensors is allowed only under TRITON_INTERPRET=1 (that is how the tests run it)."""
+    return os.environ.get("TRITON_INTERPRET", "0") == "1"
+
+
+@functools.lru_cache(maxsize=None)
+def _triton_importable() -> bool:
+    try:
+        import triton  # noqa: F401
+        import triton.language  # noqa: F401
+    except Exception:
+        return False
+    return True
+
+
+def _gpu_visible() -> bool:
+    return torch.cuda.is_available()
+
+
+def backends() -> dict:
+    """Which backends are usable in this process.
+
+    "cuda" = CUDA kernels compiled in and a GPU visible; "cpu" = CPU kernels compiled in;
+    "triton" = triton importable and a GPU visible (or TRITON_INTERPRET=1, which runs it on CPU tensors).
+    """
+    info = _ext.build_info()
+    return {
+        "reference": True,
+        "triton": _triton_importable() and (_gpu_visible() or triton_interpret()),
+        "cuda": bool(info.get("cuda")) and _gpu_visible(),
+        "cpu": _ext._C is not None,
+    }
+
+
+def default_backend() -> str:
+    stack = getattr(_state, "stack", None)
+    return stack[-1] if stack else _ENV_DEFAULT
+
+
+@contextlib.contextmanager
+def use_backend(name: str):
+    """Context manager setting the default backend of every op called with backend="auto"."""
+    _check_name(name)
+    stack = getattr(_state, "stack", None)
+    if stack is None:
+        stack = _state.stack = []
+    stack.append(name)
+    try:
+        yield
+    finally:
+        stack.pop()
+
+
+def _available_str(op: str, kernels: dict) -> str:
+    avail = [b for b in BACKENDS[1:] if backend_available(b, op, kernels)]
+    return ", ".join(avail)
+
+
+def backend_available(name: str, op: str, kernels: dict) -> bool:
+    """`kernels` maps backend -> C++ kernel name (for cpu/cuda) or True (triton) for this op."""
+    if name == "reference":
+        return True
+    if name not in kernels:
+        return False
+    if name == "triton":
+        return backends()["triton"]
+    if name == "cuda":
+        return _gpu_visible() and _ext.has_kernel(kernels["cuda"], "cuda")
+    if name == "cpu":
+        return _ext.has_kernel(kernels["cpu"], "cpu")
+    return False
+
+
+def resolve(backend: str, device: torch.device, op: str, kernels: dict) -> str:
+    """The concrete backend for tensors on `device`; raises a clear error for an impossible request."""
+    _check_name(backend)
+    if backend == "auto":
+        backend = default_backend()
+    if backend == "auto":
+        if device.type == "cuda":
+            for cand in ("triton", "cuda"):
+                if backend_available(cand, op, kernels):
+                    return cand
+            return "reference"
+        if device.type == "cpu" and backend_available("cpu", op, kernels):
+            return "cpu"
+        return "reference"
+    if backend == "reference":
+        return backend
+    if not backend_available(backend, op, kernels):
+        raise RuntimeError(
+            f"fxkernels.{op}: backend {backend!r} is not available here "
+            f"(available: {_available_str(op, kernels)}; see `python -m fxkernels`)"
+        )
+    ok_device = {
+        "cuda": device.type == "cuda",
+        "cpu": device.type == "cpu",
+        "triton": device.type == "cuda" or (device.type == "cpu" and triton_interpret()),
+    }[backend]
+    if not ok_device:
+        hint = " (Triton runs on CPU tensors only under TRITON_INTERPRET=1)" if backend == "triton" else ""
+        raise RuntimeError(
+            f"fxkernels.{op}: backend {backend!r} cannot run on {device.type} tensors{hint}; "
+            f"use backend='auto' or move the tensors"
+        )
+    return backend
