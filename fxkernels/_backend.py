@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import functools
 import os
 import threading
 
@@ -29,14 +28,19 @@ def triton_interpret() -> bool:
     return os.environ.get("TRITON_INTERPRET", "0") == "1"
 
 
-@functools.lru_cache(maxsize=None)
+_TRITON_OK: list = []  # filled on first use: importing triton costs ~1 s, so only when asked
+
+
 def _triton_importable() -> bool:
-    try:
-        import triton  # noqa: F401
-        import triton.language  # noqa: F401
-    except Exception:
-        return False
-    return True
+    if not _TRITON_OK:
+        try:
+            import triton  # noqa: F401
+            import triton.language  # noqa: F401
+
+            _TRITON_OK.append(True)
+        except Exception:
+            _TRITON_OK.append(False)
+    return _TRITON_OK[0]
 
 
 def _gpu_visible() -> bool:
@@ -49,11 +53,10 @@ def backends() -> dict:
     "cuda" = CUDA kernels compiled in and a GPU visible; "cpu" = CPU kernels compiled in;
     "triton" = triton importable and a GPU visible (or TRITON_INTERPRET=1, which runs it on CPU tensors).
     """
-    info = _ext.build_info()
     return {
         "reference": True,
         "triton": _triton_importable() and (_gpu_visible() or triton_interpret()),
-        "cuda": bool(info.get("cuda")) and _gpu_visible(),
+        "cuda": bool(_ext._INFO.get("cuda")) and _gpu_visible(),
         "cpu": _ext._C is not None,
     }
 

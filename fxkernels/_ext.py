@@ -9,6 +9,8 @@ from __future__ import annotations
 import importlib
 import warnings
 
+import torch  # noqa: F401  (loads libc10 / libtorch, which _C links against)
+
 _C = None
 _LOAD_ERROR: str | None = None
 try:  # the .so registers the `fxkernels::*_fwd/_bwd` C++ ops on import
@@ -24,15 +26,18 @@ except Exception as e:  # ImportError, or an undefined symbol from a torch misma
     )
 
 
+# read once: the op dispatch consults it on every call (and torch.compile must not trace into pybind11)
+_INFO = {"loaded": False, "error": _LOAD_ERROR, "cuda": False, "kernels": []}
+if _C is not None:
+    _INFO = dict(_C.build_info(), loaded=True)
+_KERNELS = frozenset(_INFO.get("kernels", []))
+
+
 def build_info() -> dict:
-    """What the extension was compiled with (empty-ish dict when it is missing)."""
-    if _C is None:
-        return {"loaded": False, "error": _LOAD_ERROR, "cuda": False, "kernels": []}
-    info = dict(_C.build_info())
-    info["loaded"] = True
-    return info
+    """What the extension was compiled with (`loaded: False` and the load error when it is missing)."""
+    return dict(_INFO)
 
 
 def has_kernel(name: str, device: str) -> bool:
     """True if the C++ kernel `name` (e.g. "fcc_fwd") was compiled for `device` ("cpu" or "cuda")."""
-    return _C is not None and f"{name}:{device}" in build_info().get("kernels", [])
+    return f"{name}:{device}" in _KERNELS
