@@ -16,7 +16,7 @@ install:
 	@echo "building fxkernels._C (MAX_JOBS=$(MAX_JOBS), log: build.log) ..."
 	@MAX_JOBS=$(MAX_JOBS) $(BIN)/python -m pip install -v -e ".[test]" --no-build-isolation > build.log 2>&1 \
 		|| (tail -n 60 build.log; echo "build failed, full log in build.log"; exit 1)
-	@grep -E "^(fxkernels|WARNING: fxkernels)" build.log | sort -u || true
+	@grep -E "\*\*\* fxkernels setup:" build.log | sort -u || true
 	@echo "ptxas (CUDA kernels: registers / spills / shared memory):"
 	@grep -E "ptxas info *: (Compiling|Function properties|Used)|spill" build.log | sed 's/^ *//' | uniq || echo "  (no CUDA kernels built)"
 	$(BIN)/python -m fxkernels

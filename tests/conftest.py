@@ -10,6 +10,12 @@ if not torch.cuda.is_available():
 
 import fxkernels  # noqa: E402
 
+if os.environ.get("TRITON_INTERPRET") == "1" and fxkernels.backends()["triton"]:
+    # Triton 3.8's interpreter multiplies bf16 dot operands as raw uint16 bit patterns; upcast them first
+    from fxkernels._triton_utils import patch_interpreter_bf16_dot
+
+    patch_interpreter_bf16_dot()
+
 AVAILABLE = fxkernels.backends()
 
 
