@@ -1,0 +1,87 @@
+// All C++ op schemas of the fxkernels namespace, and the Python module fxkernels._C.
+// Per-family files register their kernels with TORCH_LIBRARY_IMPL(fxkernels, CPU / CUDA, m);
+// Python adds further ops to the namespace with torch.library FRAGMENTs.
+#include <string>
+#include <vector>
+
+#include <torch/extension.h>
+#include <torch/library.h>
+
+#include "fcc/fcc.h"
+
+#ifdef FXK_WITH_CUDA
+namespace fxk {
+std::string cuda_build_version();  // fcc_cuda.cu: CUDA runtime version the kernels were compiled against
+}
+#endif
+
+TORCH_LIBRARY(fxkernels, m) {
+  // FCC (SPEC section 1, fxkernels/ops/fcc/README.md). mode: 0 = V, 1 = H, 2 = VH, 3 = HV.
+  m.def(
+      "fcc_fwd(Tensor x, Tensor w1, Tensor? w2, Tensor? p1, Tensor? p2, Tensor? b1, Tensor? b2, int mode) "
+      "-> Tensor");
+  // Returns [dx, dw1, dw2, dp1, dp2, db1, db2]; an absent optional input gives an empty tensor in its slot.
+  m.def(
+      "fcc_bwd(Tensor dy, Tensor x, Tensor w1, Tensor? w2, Tensor? p1, Tensor? p2, Tensor? b1, Tensor? b2, "
+      "int mode) -> Tensor[]");
+}
+
+namespace {
+
+pybind11::dict build_info() {
+  pybind11::dict d;
+  std::vector<std::string> kernels = {"fcc_fwd:cpu", "fcc_bwd:cpu"};
+#ifdef FXK_WITH_CUDA
+  d["cuda"] = true;
+#ifdef FXK_CUDA_ARCHS
+  {
+    std::string archs = FXK_STR(FXK_CUDA_ARCHS);  // "8.0/9.0" (see setup.py) -> "8.0;9.0"
+    for (char& ch : archs)
+      if (ch == '/') ch = ';';
+    d["cuda_archs"] = archs;
+  }
+#else
+  d["cuda_archs"] = std::string("");
+#endif
+  d["cuda_version"] = fxk::cuda_build_version();
+  kernels.push_back("fcc_fwd:cuda");
+  kernels.push_back("fcc_bwd:cuda");
+#else
+  d["cuda"] = false;
+  d["cuda_archs"] = std::string("");
+  d["cuda_version"] = std::string("");
+#endif
+#if defined(__clang__)
+  d["compiler"] = std::string("clang ") + __clang_version__;
+#elif defined(__GNUC__)
+  d["compiler"] = std::string("gcc ") + __VERSION__;
+#else
+  d["compiler"] = std::string("unknown");
+#endif
+#ifdef _OPENMP
+  d["openmp"] = true;
+#else
+  d["openmp"] = false;
+#endif
+#if defined(TORCH_VERSION_MAJOR) && defined(TORCH_VERSION_MINOR) && defined(TORCH_VERSION_PATCH)
+  d["torch"] = std::to_string(TORCH_VERSION_MAJOR) + "." + std::to_string(TORCH_VERSION_MINOR) + "." +
+               std::to_string(TORCH_VERSION_PATCH);  // the torch headers compiled against
+#endif
+  d["cpu_isa"] = fxk::fcc::cpu_isa();  // variant the CPU kernels use now
+  d["cpu_isa_variants"] = fxk::fcc::cpu_isa_variants();
+  d["kernels"] = kernels;
+  return d;
+}
+
+}  // namespace
+
+PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
+  m.doc() = "fxkernels compiled kernels (ops are registered under torch.ops.fxkernels)";
+  m.def("build_info", &build_info, "How this extension was built: CUDA, archs, compiler, OpenMP, kernels.");
+  m.def("_set_cpu_emulate_threads", &fxk::fcc::set_cpu_emulate_threads, pybind11::arg("threads"),
+        "Test hook: when threads > 0 the CPU FCC kernels run the CUDA block schedule emulated with that many "
+        "threads (exercises the device index math without a GPU). Returns the previous value; 0 = normal.");
+  m.def("_set_cpu_isa", &fxk::fcc::set_cpu_isa, pybind11::arg("isa"),
+        "Select the CPU kernel variant: 'auto' (default, or $FXKERNELS_CPU_ISA), 'generic' or 'avx2'. "
+        "Returns the previous choice.");
+}
