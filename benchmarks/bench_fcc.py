@@ -12,7 +12,10 @@ from fxkernels.ops.fcc.reference import fcc2d_ref, fcc_ref
 
 from .conftest import DEVICE, RESULTS, providers, run_benchmark
 
-SHAPES = [pytest.param((32, 128, 16, 16), id="MOL-32x128x16x16"), pytest.param((8, 64, 56, 56), id="8x64x56x56")]
+SHAPES = [
+    pytest.param((32, 128, 16, 16), id="MOL-32x128x16x16"),
+    pytest.param((8, 64, 56, 56), id="8x64x56x56"),
+]
 OPS = ["circular_conv2d", "circular_conv"]
 PASSES = ["fwd", "fwd+bwd"]
 _compiled = {}
@@ -32,7 +35,9 @@ def make(op, shape, provider):
     }
     if op == "circular_conv":
         ref = lambda x, w1, w2, p1, p2, b1, b2: fcc_ref(x, w1, -2, p1, b1)  # noqa: E731
-        ker = lambda be: lambda x, w1, w2, p1, p2, b1, b2: fxkernels.circular_conv(x, w1, -2, p1, b1, backend=be)  # noqa: E731
+        ker = lambda be: (
+            lambda x, w1, w2, p1, p2, b1, b2: fxkernels.circular_conv(x, w1, -2, p1, b1, backend=be)
+        )  # noqa: E731
     else:
         ref = lambda x, w1, w2, p1, p2, b1, b2: fcc2d_ref(x, w1, w2, "VH", p1, p2, b1, b2)  # noqa: E731
         ker = lambda be: lambda *a: fxkernels.circular_conv2d(a[0], a[1], a[2], "VH", *a[3:], backend=be)  # noqa: E731

@@ -39,7 +39,9 @@ def run_benchmark(benchmark, key, provider, fn):
         fn()
         sync()
 
-    benchmark.pedantic(timed, rounds=int(os.environ.get("FXK_BENCH_ROUNDS", 20)), warmup_rounds=3, iterations=1)
+    benchmark.pedantic(
+        timed, rounds=int(os.environ.get("FXK_BENCH_ROUNDS", 20)), warmup_rounds=3, iterations=1
+    )
     med = benchmark.stats.stats.median
     RESULTS[key][provider] = med
     ref = RESULTS[key].get("reference")

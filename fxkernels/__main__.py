@@ -25,11 +25,15 @@ def info() -> None:
         triton_version = f"not importable ({type(e).__name__})"
     b = _ext.build_info()
     print(f"fxkernels {importlib.import_module('fxkernels').__version__}  python {platform.python_version()}")
-    print(f"torch     {torch.__version__} (CUDA build: {torch.version.cuda}, GPU visible: {torch.cuda.is_available()})")
+    print(
+        f"torch     {torch.__version__} (CUDA build: {torch.version.cuda}, GPU visible: {torch.cuda.is_available()})"
+    )
     print(f"triton    {triton_version}  (TRITON_INTERPRET={_backend.triton_interpret()})")
     if b.get("loaded"):
         print(f"_C        compiler {b.get('compiler')}, OpenMP {b.get('openmp')}")
-        print(f"          CUDA kernels compiled: {b.get('cuda')} (CUDA {b.get('cuda_version')}, archs {b.get('cuda_archs')})")
+        print(
+            f"          CUDA kernels compiled: {b.get('cuda')} (CUDA {b.get('cuda_version')}, archs {b.get('cuda_archs')})"
+        )
         print(f"          kernels: {', '.join(b.get('kernels', []))}")
     else:
         print(f"_C        not available: {b.get('error')}")
@@ -74,7 +78,13 @@ def demo() -> int:
         "circular_conv2d (VH)": lambda be, t: circular_conv2d(t[0], *t[1:3], "VH", *t[3:7], backend=be),
     }
     ok = True
-    kinds = [n for n in ("reference", "cpu", "triton", "cuda") if _backend.backend_available(n, "circular_conv", importlib.import_module("fxkernels.ops.fcc").KERNELS)]
+    kinds = [
+        n
+        for n in ("reference", "cpu", "triton", "cuda")
+        if _backend.backend_available(
+            n, "circular_conv", importlib.import_module("fxkernels.ops.fcc").KERNELS
+        )
+    ]
     if device == "cpu" and "triton" in kinds:
         kinds.remove("triton")  # the interpreter is for correctness tests, not a speed table
     rows = []
@@ -83,11 +93,11 @@ def demo() -> int:
         for be in kinds:
             leaves = [t.detach().clone().requires_grad_(True) for t in (x, w1, w2, p1, p2, b1, b2)]
 
-            def fwd(be=be, leaves=leaves):
+            def fwd(be=be, leaves=leaves, fn=fn):
                 with torch.no_grad():
                     return fn(be, leaves)
 
-            def fwd_bwd(be=be, leaves=leaves):
+            def fwd_bwd(be=be, leaves=leaves, fn=fn):
                 for t in leaves:
                     t.grad = None
                 fn(be, leaves).backward(g)
@@ -99,13 +109,18 @@ def demo() -> int:
                 base = {"y": y.detach(), "grads": grads}
                 err = 0.0
             else:
-                err = max([errors(y, base["y"])[1]] + [errors(a, b)[1] for a, b in zip(grads, base["grads"]) if b is not None])
+                err = max(
+                    [errors(y, base["y"])[1]]
+                    + [errors(a, b)[1] for a, b in zip(grads, base["grads"]) if b is not None]
+                )
                 ok &= err < 1e-4
             tf, tfb = _time(fwd), _time(fwd_bwd)
             if be == "reference":
                 base["tf"], base["tfb"] = tf, tfb
             rows.append((name, be, tf, tfb, base["tf"] / tf, base["tfb"] / tfb, err))
-    print(f"{'op':<22} {'backend':<10} {'fwd ms':>8} {'fwd+bwd ms':>11} {'fwd x':>7} {'f+b x':>7} {'max rel RMS err':>16}")
+    print(
+        f"{'op':<22} {'backend':<10} {'fwd ms':>8} {'fwd+bwd ms':>11} {'fwd x':>7} {'f+b x':>7} {'max rel RMS err':>16}"
+    )
     for r in rows:
         print(f"{r[0]:<22} {r[1]:<10} {r[2]:8.2f} {r[3]:11.2f} {r[4]:7.2f} {r[5]:7.2f} {r[6]:16.2e}")
     print("all backends match the reference" if ok else "MISMATCH against the reference")

@@ -16,7 +16,9 @@ def check_tensor(op: str, name: str, t, ndim: int | None = None, shape: tuple | 
         )
     if ndim is not None and t.dim() != ndim:
         raise ValueError(
-            f"fxkernels.{op}: {name} must be {ndim}-D {shape_desc}, got shape {tuple(t.shape)}".replace("  ", " ")
+            f"fxkernels.{op}: {name} must be {ndim}-D {shape_desc}, got shape {tuple(t.shape)}".replace(
+                "  ", " "
+            )
         )
     if shape is not None and tuple(t.shape) != tuple(shape):
         raise ValueError(

@@ -44,9 +44,9 @@ def assert_close(actual, expected, dtype=None, name: str = "output", scale: floa
         assert torch.equal(bad_a, bad_e), (
             f"{name}: non-finite values differ ({int(bad_a.sum())} in actual, {int(bad_e.sum())} expected)"
         )
-        assert torch.equal(a[bad_a], e[bad_e]) or torch.isnan(a[bad_a]).all() == torch.isnan(e[bad_e]).all(), (
-            f"{name}: NaN/inf kinds differ"
-        )
+        assert (
+            torch.equal(a[bad_a], e[bad_e]) or torch.isnan(a[bad_a]).all() == torch.isnan(e[bad_e]).all()
+        ), f"{name}: NaN/inf kinds differ"
         a, e = a[~bad_a], e[~bad_e]
     max_abs, rel_rms = errors(a, e)
     ref_max = e.abs().max().item() if e.numel() else 0.0

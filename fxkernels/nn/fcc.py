@@ -21,7 +21,9 @@ def _conv_default_(weight: torch.Tensor, fan_in: int):
 class _FCCPass(nn.Module):
     _dim = -2
 
-    def __init__(self, channels: int, length: int, bias: bool = True, pos: bool = True, backend: str = "auto"):
+    def __init__(
+        self, channels: int, length: int, bias: bool = True, pos: bool = True, backend: str = "auto"
+    ):
         super().__init__()
         self.channels, self.length, self.backend = channels, length, backend
         self.weight = nn.Parameter(torch.empty(channels, length))
@@ -37,7 +39,7 @@ class _FCCPass(nn.Module):
             nn.init.trunc_normal_(self.pos, std=0.02)
 
     def forward(self, x):
-        cast = (lambda t: None if t is None else t.to(x.dtype))  # noqa: E731  (autocast-friendly)
+        cast = lambda t: None if t is None else t.to(x.dtype)  # noqa: E731  (autocast-friendly)
         return circular_conv(x, cast(self.weight), self._dim, cast(self.pos), cast(self.bias), self.backend)
 
     def extra_repr(self):
@@ -74,7 +76,7 @@ class FCC(nn.Module):
 
     @staticmethod
     def _branch(x, first, second, order, backend):
-        c = (lambda t: None if t is None else t.to(x.dtype))  # noqa: E731
+        c = lambda t: None if t is None else t.to(x.dtype)  # noqa: E731
         return circular_conv2d(
             x, c(first.weight), c(second.weight), order, c(first.pos), c(second.pos),
             c(first.bias), c(second.bias), backend,

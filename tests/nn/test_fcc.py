@@ -95,7 +95,9 @@ def test_use_backend_context_routes_modules():
 
 
 # -------------------------------------------------------------------------------- ParCFCC (official)
-def official_parc_forward(sd, x, dim, M, method="crop", use_pe=True, mid_mix=False, bias=True, training=False):
+def official_parc_forward(
+    sd, x, dim, M, method="crop", use_pe=True, mid_mix=False, bias=True, training=False
+):
     """Our own re-creation of the official MOL/ParC block's forward, written from SPEC 1.3 with F.conv2d."""
     x1, x2 = torch.chunk(x, 2, dim=1)
     r1, r2 = x1, x2
@@ -167,7 +169,9 @@ PARC_CFGS = [
 ]
 
 
-@pytest.mark.parametrize("backend", ["reference"] + [p.values[1] for p in BACKEND_PARAMS if p.values[0] == "cpu"])
+@pytest.mark.parametrize(
+    "backend", ["reference"] + [p.values[1] for p in BACKEND_PARAMS if p.values[0] == "cpu"]
+)
 @pytest.mark.parametrize("cfg", PARC_CFGS)
 @pytest.mark.parametrize("training", [False, True], ids=["eval", "train"])
 def test_parcfcc_loads_official_state_dict(cfg, training, backend):
@@ -175,7 +179,9 @@ def test_parcfcc_loads_official_state_dict(cfg, training, backend):
     use_pe, bias = cfg.get("use_pe", True), cfg.get("bias", True)
     sd = official_state_dict(dim, M, use_pe, bias)
     m = fxkernels.ParCFCC(dim, M, backend=backend, **cfg).double()
-    result = m.load_state_dict({k: v.double() if v.is_floating_point() else v for k, v in sd.items()}, strict=True)
+    result = m.load_state_dict(
+        {k: v.double() if v.is_floating_point() else v for k, v in sd.items()}, strict=True
+    )
     assert not result.missing_keys and not result.unexpected_keys
     m.train(training)
     x = torch.randn(3, 2 * dim, 14, 14, dtype=torch.float64)

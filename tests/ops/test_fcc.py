@@ -143,7 +143,12 @@ def test_reference_gradcheck_fp64():
 def test_reference_is_circular_conv_definition():
     # the SPEC 1.1 formula, written out with explicit loops, on a tiny case
     B, C, H, W = 1, 2, 4, 3
-    x, U, P, b = torch.randn(B, C, H, W, dtype=torch.float64), torch.randn(C, H), torch.randn(C, H), torch.randn(C)
+    x, U, P, b = (
+        torch.randn(B, C, H, W, dtype=torch.float64),
+        torch.randn(C, H),
+        torch.randn(C, H),
+        torch.randn(C),
+    )
     U, P, b = U.double(), P.double(), b.double()
     y = fcc_ref(x, U, -2, P, b)
     for c in range(C):
@@ -181,17 +186,27 @@ def test_fcc_batch_zero(device, backend):
 # ------------------------------------------------------------------------------------------- bad input
 BAD = [
     pytest.param(lambda x, w: fxkernels.circular_conv(x[0], w), "x must be 4-D", id="rank"),
-    pytest.param(lambda x, w: fxkernels.circular_conv(x, w[:, :5]), "weight must have shape", id="L-mismatch"),
+    pytest.param(
+        lambda x, w: fxkernels.circular_conv(x, w[:, :5]), "weight must have shape", id="L-mismatch"
+    ),
     pytest.param(lambda x, w: fxkernels.circular_conv(x, w[:2]), "weight must have shape", id="C-mismatch"),
     pytest.param(lambda x, w: fxkernels.circular_conv(x.int(), w), "x must be float", id="int-dtype"),
     pytest.param(lambda x, w: fxkernels.circular_conv(x, w.double()), "weight has dtype", id="mixed-dtype"),
-    pytest.param(lambda x, w: fxkernels.circular_conv(x, w.to("meta")), "weight is on meta", id="mixed-device"),
+    pytest.param(
+        lambda x, w: fxkernels.circular_conv(x, w.to("meta")), "weight is on meta", id="mixed-device"
+    ),
     pytest.param(lambda x, w: fxkernels.circular_conv(x, w, dim=1), "dim must be", id="dim"),
-    pytest.param(lambda x, w: fxkernels.circular_conv(x, w, pos=w[:, :3]), "pos must have shape", id="pos-shape"),
+    pytest.param(
+        lambda x, w: fxkernels.circular_conv(x, w, pos=w[:, :3]), "pos must have shape", id="pos-shape"
+    ),
     pytest.param(lambda x, w: fxkernels.circular_conv(x, w, bias=w), "bias must be 1-D", id="bias-rank"),
     pytest.param(lambda x, w: fxkernels.circular_conv2d(x, w, w, "VV"), "order must be", id="order"),
-    pytest.param(lambda x, w: fxkernels.circular_conv2d(x, w, w[:, :3], "VH"), "weight2 must have shape", id="w2"),
-    pytest.param(lambda x, w: fxkernels.circular_conv(x, w, backend="gpu"), "backend must be one of", id="backend"),
+    pytest.param(
+        lambda x, w: fxkernels.circular_conv2d(x, w, w[:, :3], "VH"), "weight2 must have shape", id="w2"
+    ),
+    pytest.param(
+        lambda x, w: fxkernels.circular_conv(x, w, backend="gpu"), "backend must be one of", id="backend"
+    ),
 ]
 
 
@@ -231,3 +246,38 @@ def test_cpp_op_checks():
         torch.ops.fxkernels.fcc_fwd(x, w, None, None, None, None, None, 7)
     with pytest.raises(RuntimeError, match="dy"):
         torch.ops.fxkernels.fcc_bwd(x[:1], x, w, None, None, None, None, None, 0)
+
+
+# ------------------------------------------------- the CUDA kernels' schedule, run by the CPU build
+@pytest.fixture
+def cpu_schedule(request):
+    """Switch the CPU kernels to another code path for one test: ("emulate", T) runs the CUDA kernels'
+    per-thread index math with T threads per plane; ("isa", name) forces the generic / AVX2 build."""
+    C = fxkernels._ext._C
+    kind, value = request.param
+    if kind == "emulate":
+        C._set_cpu_emulate_threads(value)
+        yield
+        C._set_cpu_emulate_threads(0)
+    else:
+        C._set_cpu_isa(value)
+        yield
+        C._set_cpu_isa("auto")
+
+
+@pytest.mark.skipif(not AVAILABLE["cpu"], reason="needs the compiled CPU kernels")
+@pytest.mark.parametrize(
+    "cpu_schedule",
+    [
+        pytest.param(("emulate", 37), id="cuda-schedule-37threads"),
+        pytest.param(("emulate", 256), id="cuda-schedule-256threads"),
+        pytest.param(("isa", "generic"), id="generic-isa"),
+    ],
+    indirect=True,
+)
+@pytest.mark.parametrize("dtype", DTYPES + HALF_DTYPES)
+@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize("B,C,H,W,noncontig", [SHAPES[0], SHAPES[2], SHAPES[4], SHAPES[6]])
+def test_fcc_cpu_alternate_schedules(B, C, H, W, noncontig, mode, dtype, cpu_schedule):
+    inp = make_inputs(B, C, H, W, mode, dtype, "cpu", noncontig)
+    check_against_reference(inp, mode, "cpu", dtype)
