@@ -44,7 +44,7 @@ def make(op, shape, provider):
     if provider == "reference":
         fn = ref
     elif provider == "compile":
-        fn = _compiled.setdefault(op, torch.compile(ref))
+        fn = _compiled.setdefault((op, shape), torch.compile(ref, dynamic=False))
     else:
         fn = ker(provider)
     return fn, t
