@@ -19,8 +19,7 @@ template <typename T, typename A, bool kBackward>
 void run_planes(const Problem& pb, const FccParams<T, A>& P) {
   const int64_t planes = pb.planes();
   if (planes == 0 || pb.H == 0 || pb.W == 0) return;
-  const int64_t ws_elems = kBackward ? bwd_layout(pb.H, pb.W, pb.L1, pb.L2).total
-                                     : fwd_layout(pb.H, pb.W, pb.L1, pb.L2).total;
+  const int64_t ws_elems = plane_workspace_elems(kBackward, pb.H, pb.W, pb.L1, pb.L2);
   const int emu = cpu_emulate_threads();
   const int64_t B = pb.B, C = pb.C;
   // Dynamic schedule: each worker grabs chunks of the channel-major plane order (q = c * B + b, so

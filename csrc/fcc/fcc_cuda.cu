@@ -65,8 +65,7 @@ template <typename T, typename A, bool kBackward>
 void launch(const Problem& pb, const FccParams<T, A>& P) {
   const int64_t planes = pb.planes();
   if (planes == 0 || pb.H == 0 || pb.W == 0) return;
-  const int64_t ws_elems = kBackward ? bwd_layout(pb.H, pb.W, pb.L1, pb.L2).total
-                                     : fwd_layout(pb.H, pb.W, pb.L1, pb.L2).total;
+  const int64_t ws_elems = plane_workspace_elems(kBackward, pb.H, pb.W, pb.L1, pb.L2);
   const size_t bytes = static_cast<size_t>(ws_elems) * sizeof(A);
   const int hw = pb.H * pb.W;
   const int threads = std::min(kMaxThreads, std::max(64, ceil_div(hw, 32) * 32));

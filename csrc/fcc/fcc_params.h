@@ -75,5 +75,10 @@ FXK_HD_INLINE BwdLayout bwd_layout(int H, int W, int L1, int L2) {
   return l;
 }
 
+// acc_t elements of workspace one plane program needs (what the CPU and CUDA drivers allocate per plane).
+FXK_HD_INLINE int64_t plane_workspace_elems(bool backward, int H, int W, int L1, int L2) {
+  return backward ? bwd_layout(H, W, L1, L2).total : fwd_layout(H, W, L1, L2).total;
+}
+
 }  // namespace fcc
 }  // namespace fxk
