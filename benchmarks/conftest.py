@@ -3,16 +3,21 @@
 from __future__ import annotations
 
 import os
+import weakref
 from collections import defaultdict
 
 import pytest
 import torch
+from torch.utils._python_dispatch import TorchDispatchMode
+from torch.utils._pytree import tree_flatten
 
 import fxkernels
 
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
 # medians (s) of this run: RESULTS[(bench, case, pass)][provider]
 RESULTS: dict = defaultdict(dict)
+# extra peak memory (bytes) of this run: MEMORY[(bench, case, pass)][provider]
+MEMORY: dict = defaultdict(dict)
 
 
 def providers():
@@ -50,10 +55,63 @@ def run_benchmark(benchmark, key, provider, fn):
         benchmark.extra_info["speedup_vs_reference"] = ref / med
 
 
+class _TensorBytes(TorchDispatchMode):
+    """Live and peak bytes of the tensor storages created by dispatcher ops (every aten op and every
+    fxkernels op's outputs) while active. Temporaries inside one C++ op and memory that bypasses the
+    dispatcher (torch.compile's generated code) are not seen: CPU only, a "tracemalloc" for tensors."""
+
+    def __init__(self):
+        super().__init__()
+        self.live = self.peak = 0
+        self.ptrs: set = set()
+
+    def _free(self, ptr, n):
+        self.ptrs.discard(ptr)
+        self.live -= n
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        out = func(*args, **(kwargs or {}))
+        for t in tree_flatten(out)[0]:
+            if isinstance(t, torch.Tensor):
+                st = t.untyped_storage()
+                ptr, n = st.data_ptr(), st.nbytes()
+                if n and ptr not in self.ptrs:
+                    self.ptrs.add(ptr)
+                    self.live += n
+                    self.peak = max(self.peak, self.live)
+                    weakref.finalize(st, self._free, ptr, n)
+        return out
+
+
+def peak_extra_bytes(fn) -> int:
+    """Peak memory fn allocates above what exists when it starts: max_memory_allocated on GPU, the tensor
+    bytes of dispatcher ops on CPU (see _TensorBytes)."""
+    if DEVICE == "cuda":
+        torch.cuda.synchronize()
+        base = torch.cuda.memory_allocated()
+        torch.cuda.reset_peak_memory_stats()
+        fn()
+        torch.cuda.synchronize()
+        return torch.cuda.max_memory_allocated() - base
+    mode = _TensorBytes()
+    with mode:
+        fn()
+    return mode.peak
+
+
 def pytest_terminal_summary(terminalreporter):
+    tr = terminalreporter
+    if MEMORY:
+        tr.section(f"fxkernels extra peak memory (same run, {DEVICE})")
+        for key, row in MEMORY.items():
+            ref = row.get("reference")
+            cells = [
+                f"{p}={b / 2**20:.1f}MiB" + (f" ({b / ref:.2f} of reference)" if ref else "")
+                for p, b in row.items()
+            ]
+            tr.write_line(f"{' / '.join(key)}: " + ", ".join(cells))
     if not RESULTS:
         return
-    tr = terminalreporter
     tr.section(f"fxkernels speed-ups vs reference (median, same run, {DEVICE})")
     for key, row in RESULTS.items():
         ref = row.get("reference")

@@ -24,13 +24,31 @@ TORCH_LIBRARY(fxkernels, m) {
   m.def(
       "fcc_bwd(Tensor dy, Tensor x, Tensor w1, Tensor? w2, Tensor? p1, Tensor? p2, Tensor? b1, Tensor? b2, "
       "int mode) -> Tensor[]");
+
+  // CCC (SPEC section 2): the backend kernels of the "Backend contract" in fxkernels/ops/ccc/README.md
+  // (shapes, dtypes, tie rules, determinism); the public ops in fxkernels/ops/ccc/ccc.py do the dense GEMMs.
+  // k-NN by cosine similarity: x (B, R, D) -> nbr (B, R, k) int64, ties -> lower index.
+  m.def("ccc_knn(Tensor x, int k) -> Tensor");
+  // Channel graph: ag = [A | G] (B, C, 2F), nbr (B, C, k) -> (y (B, C, F), arg (B, C, F) uint8).
+  m.def("ccc_edge_max_fwd(Tensor ag, Tensor nbr) -> (Tensor, Tensor)");
+  // -> dag (B, C, 2F) = [da | dg], deterministic.
+  m.def("ccc_edge_max_bwd(Tensor dy, Tensor y, Tensor arg, Tensor nbr) -> Tensor");
+  // Spatial graph: x (B, C, N), nbr (B, N, k), w2 (F, N), a (B, C, F) -> (y, arg), both (B, C, F).
+  m.def("ccc_spatial_fwd(Tensor x, Tensor nbr, Tensor w2, Tensor a) -> (Tensor, Tensor)");
+  // -> (da (B, C, F), dxg (B, C, N), dw2 (F, N)), deterministic.
+  m.def(
+      "ccc_spatial_bwd(Tensor dy, Tensor y, Tensor arg, Tensor x, Tensor nbr, Tensor w2) "
+      "-> (Tensor, Tensor, Tensor)");
 }
 
 namespace {
 
 pybind11::dict build_info() {
   pybind11::dict d;
+  const char* const ccc_ops[] = {"ccc_knn", "ccc_edge_max_fwd", "ccc_edge_max_bwd", "ccc_spatial_fwd",
+                                 "ccc_spatial_bwd"};
   std::vector<std::string> kernels = {"fcc_fwd:cpu", "fcc_bwd:cpu"};
+  for (const char* op : ccc_ops) kernels.push_back(std::string(op) + ":cpu");
 #ifdef FXK_WITH_CUDA
   d["cuda"] = true;
 #ifdef FXK_CUDA_ARCHS
@@ -46,6 +64,7 @@ pybind11::dict build_info() {
   d["cuda_version"] = fxk::cuda_build_version();
   kernels.push_back("fcc_fwd:cuda");
   kernels.push_back("fcc_bwd:cuda");
+  for (const char* op : ccc_ops) kernels.push_back(std::string(op) + ":cuda");
 #else
   d["cuda"] = false;
   d["cuda_archs"] = std::string("");

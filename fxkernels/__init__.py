@@ -6,8 +6,19 @@ default in a `with` block and the FXKERNELS_BACKEND environment variable sets th
 
 from . import _ext  # noqa: F401  (loads the C++ ops if built)
 from ._backend import BACKENDS, backends, default_backend, use_backend
-from .nn import FCC, FCCH, FCCV, ParCFCC
-from .ops import circular_conv, circular_conv2d, fcc2d_ref, fcc_ref
+from .nn import CCC, F5C, FCC, FCCH, FCCV, MOLF5C, ParCFCC
+from .ops import (
+    channel_edge_conv,
+    channel_edge_conv_ref,
+    circular_conv,
+    circular_conv2d,
+    fcc2d_ref,
+    fcc_ref,
+    knn_cosine,
+    knn_cosine_ref,
+    spatial_edge_conv,
+    spatial_edge_conv_ref,
+)
 
 __version__ = "0.1.0"
 
@@ -20,8 +31,17 @@ __all__ = [
     "circular_conv2d",
     "fcc_ref",
     "fcc2d_ref",
+    "knn_cosine",
+    "channel_edge_conv",
+    "spatial_edge_conv",
+    "knn_cosine_ref",
+    "channel_edge_conv_ref",
+    "spatial_edge_conv_ref",
     "FCC",
     "FCCH",
     "FCCV",
     "ParCFCC",
+    "CCC",
+    "F5C",
+    "MOLF5C",
 ]

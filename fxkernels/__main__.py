@@ -60,69 +60,97 @@ def _time(fn, warmup=2, iters=5) -> float:
     return best * 1e3
 
 
+def _fcc_cases(device):
+    from .ops.fcc import KERNELS, circular_conv, circular_conv2d
+
+    B, C, H, W = 32, 128, 16, 16  # MOL's FCC shape
+    x = torch.randn(B, C, H, W, device=device)
+    w1, w2 = torch.randn(C, H, device=device) / 4, torch.randn(C, W, device=device) / 4
+    p1, p2 = torch.randn(C, H, device=device), torch.randn(C, W, device=device)
+    b1, b2 = torch.randn(C, device=device), torch.randn(C, device=device)
+    t = (x, w1, w2, p1, p2, b1, b2)
+    return [
+        (
+            "circular_conv (V)",
+            t,
+            lambda be, t: circular_conv(t[0], t[1], -2, t[3], t[5], backend=be),
+            KERNELS,
+        ),
+        (
+            "circular_conv2d (VH)",
+            t,
+            lambda be, t: circular_conv2d(t[0], *t[1:3], "VH", *t[3:7], backend=be),
+            KERNELS,
+        ),
+    ]
+
+
+def _ccc_cases(device):
+    from .ops.ccc import channel_edge_conv, knn_cosine, spatial_edge_conv
+    from .ops.ccc.ccc import KERNELS
+
+    B, C, N, k = 32, 128, 256, 4  # MOL's CCC shape: (32, 128, 16, 16) maps, 4 neighbours
+    x = torch.randn(B, C, N, device=device)
+    w = [torch.randn(N, N, device=device) / N**0.5 for _ in range(2)]
+    b = [torch.randn(N, device=device) / N**0.5 for _ in range(2)]
+    t = (x, *w, *b)
+
+    def channel(be, t):
+        return channel_edge_conv(t[0], knn_cosine(t[0], k, be), *t[1:], backend=be)
+
+    def spatial(be, t):
+        return spatial_edge_conv(t[0], knn_cosine(t[0].transpose(1, 2), k, be), *t[1:], backend=be)
+
+    return [("CCC channel (knn+conv)", t, channel, KERNELS), ("CCC spatial (knn+conv)", t, spatial, KERNELS)]
+
+
 def demo() -> int:
-    from .ops.fcc import circular_conv, circular_conv2d
     from .testing import errors
 
     device = "cuda" if torch.cuda.is_available() else "cpu"
     torch.manual_seed(0)
-    B, C, H, W = 32, 128, 16, 16  # MOL's FCC shape
-    print(f"fxkernels demo on {device}: FCC ops at the MOL shape x=({B}, {C}, {H}, {W}), float32")
-    x = torch.randn(B, C, H, W, device=device)
-    w1, w2 = torch.randn(C, H, device=device) / 4, torch.randn(C, W, device=device) / 4
-    p1, p2, b1, b2 = (torch.randn(C, n, device=device) for n in (H, W, 1, 1))
-    b1, b2 = b1[:, 0].contiguous(), b2[:, 0].contiguous()
-    g = torch.randn_like(x)
-    cases = {
-        "circular_conv (V)": lambda be, t: circular_conv(t[0], t[1], -2, t[3], t[5], backend=be),
-        "circular_conv2d (VH)": lambda be, t: circular_conv2d(t[0], *t[1:3], "VH", *t[3:7], backend=be),
-    }
+    print(f"fxkernels demo on {device}: every op at its MOL shape, float32, synthetic data")
     ok = True
-    kinds = [
-        n
-        for n in ("reference", "cpu", "triton", "cuda")
-        if _backend.backend_available(
-            n, "circular_conv", importlib.import_module("fxkernels.ops.fcc").KERNELS
-        )
-    ]
-    if device == "cpu" and "triton" in kinds:
-        kinds.remove("triton")  # the interpreter is for correctness tests, not a speed table
     rows = []
-    for name, fn in cases.items():
+    for name, inputs, fn, kernels in _fcc_cases(device) + _ccc_cases(device):
+        kinds = [
+            n for n in ("reference", "cpu", "triton", "cuda") if _backend.backend_available(n, name, kernels)
+        ]
+        if device == "cpu" and "triton" in kinds:
+            kinds.remove("triton")  # the interpreter is for correctness tests, not a speed table
         base = {}
+        with torch.no_grad():
+            g = torch.randn_like(fn("reference", inputs))  # one upstream gradient for every backend
         for be in kinds:
-            leaves = [t.detach().clone().requires_grad_(True) for t in (x, w1, w2, p1, p2, b1, b2)]
+            leaves = [t.detach().clone().requires_grad_(True) for t in inputs]
 
             def fwd(be=be, leaves=leaves, fn=fn):
                 with torch.no_grad():
                     return fn(be, leaves)
 
-            def fwd_bwd(be=be, leaves=leaves, fn=fn):
+            def fwd_bwd(be=be, leaves=leaves, fn=fn, g=g):
                 for t in leaves:
                     t.grad = None
                 fn(be, leaves).backward(g)
 
             y = fn(be, leaves)
             y.backward(g)
-            grads = [t.grad for t in leaves[:7]]
+            grads = [t.grad for t in leaves]
             if be == "reference":
                 base = {"y": y.detach(), "grads": grads}
                 err = 0.0
             else:
-                err = max(
-                    [errors(y, base["y"])[1]]
-                    + [errors(a, b)[1] for a, b in zip(grads, base["grads"]) if b is not None]
-                )
+                err = max([errors(y, base["y"])[1]] + [errors(a, b)[1] for a, b in zip(grads, base["grads"])])
                 ok &= err < 1e-4
             tf, tfb = _time(fwd), _time(fwd_bwd)
             if be == "reference":
                 base["tf"], base["tfb"] = tf, tfb
             rows.append((name, be, tf, tfb, base["tf"] / tf, base["tfb"] / tfb, err))
     print(
-        f"{'op':<22} {'backend':<10} {'fwd ms':>8} {'fwd+bwd ms':>11} {'fwd x':>7} {'f+b x':>7} {'max rel RMS err':>16}"
+        f"{'op':<24} {'backend':<10} {'fwd ms':>8} {'fwd+bwd ms':>11} {'fwd x':>7} {'f+b x':>7} {'max rel RMS err':>16}"
     )
     for r in rows:
-        print(f"{r[0]:<22} {r[1]:<10} {r[2]:8.2f} {r[3]:11.2f} {r[4]:7.2f} {r[5]:7.2f} {r[6]:16.2e}")
+        print(f"{r[0]:<24} {r[1]:<10} {r[2]:8.2f} {r[3]:11.2f} {r[4]:7.2f} {r[5]:7.2f} {r[6]:16.2e}")
     print("all backends match the reference" if ok else "MISMATCH against the reference")
     return 0 if ok else 1
 

@@ -38,6 +38,7 @@ from pathlib import Path
 
 FAMILIES: list[str] = [
     "fxkernels.ops.fcc.triton",
+    "fxkernels.ops.ccc.triton",
 ]
 ARCHS = (80, 90)
 

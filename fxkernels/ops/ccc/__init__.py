@@ -1,5 +1,14 @@
-"""CCC family (SPEC section 2). In progress: the reference is done; kernels and public ops follow (issue 3)."""
+"""CCC family (SPEC section 2): k-NN graph edge convolution of MOL, channel and spatial graphs."""
 
-from .reference import channel_edge_conv_ref, knn_cosine_ref, spatial_edge_conv_ref
+from .ccc import channel_edge_conv, knn_cosine, spatial_edge_conv
+from .reference import channel_edge_conv_ref, edge_conv_loop, knn_cosine_ref, spatial_edge_conv_ref
 
-__all__ = ["knn_cosine_ref", "channel_edge_conv_ref", "spatial_edge_conv_ref"]
+__all__ = [
+    "knn_cosine",
+    "channel_edge_conv",
+    "spatial_edge_conv",
+    "knn_cosine_ref",
+    "channel_edge_conv_ref",
+    "spatial_edge_conv_ref",
+    "edge_conv_loop",
+]

@@ -17,6 +17,8 @@ def knn_cosine_ref(x: torch.Tensor, k: int) -> torch.Tensor:
 
     sim[b,i,j] = <x_i, x_j> / (max(|x_i|, eps) * max(|x_j|, eps)); ties go to the lower index.
     """
+    if x.dtype in (torch.float16, torch.bfloat16):
+        x = x.float()  # as the kernels: eps = 1e-12 underflows in half precision (0/0 for a zero row)
     xn = F.normalize(x, dim=-1, eps=EPS)
     sim = xn @ xn.transpose(1, 2)
     # a stable descending sort keeps equal similarities in index order: ties -> lower index first
@@ -58,3 +60,34 @@ def spatial_edge_conv_ref(x, nbr, weight1, weight2, bias1=None, bias2=None):
     if bias2 is not None:
         e = e + bias2.view(1, 1, -1, 1)
     return torch.relu(e).max(dim=-1).values
+
+
+def edge_conv_loop(x, nbr, conv1, conv2, graph: str = "spatial"):
+    """The published MOL code's structure, re-created (our own code) for tests and the `loop` benchmark:
+    a Python loop over the C nodes and the k neighbours, one `Conv1d(1, N_out, kernel_size=N)` call per
+    term, the per-neighbour results concatenated, max-reduced, and concatenated over nodes one at a time.
+
+    x: (B, C, N); nbr: (B, N, k) for graph="spatial", (B, C, k) for graph="channel"; -> (B, C, N_out).
+    """
+    B, C, N = x.shape
+    k = nbr.shape[-1]
+    if graph == "spatial":
+        xg = torch.gather(x, 2, nbr.reshape(B, 1, N * k).expand(B, C, N * k)).view(B, C, N, k)
+        diff = xg - x.unsqueeze(-1)  # (B, C, N, k): what the official graph-feature step hands the loop
+    else:
+        diff = None
+    rows = torch.arange(B, device=x.device)
+    out = None
+    for i in range(C):
+        f_i = x[:, i : i + 1, :]  # (B, 1, N)
+        feats = None
+        for j in range(k):
+            if diff is not None:
+                f_j = diff[:, i : i + 1, :, j]
+            else:
+                f_j = x[rows, nbr[:, i, j]].unsqueeze(1)
+            feat = torch.relu(conv1(f_i) + conv2(f_j - f_i))  # (B, N_out, 1)
+            feats = feat if feats is None else torch.cat([feats, feat], dim=-1)
+        agg = feats.max(dim=-1).values[:, None, :]  # (B, 1, N_out)
+        out = agg if out is None else torch.cat([out, agg], dim=1)
+    return out
