@@ -109,6 +109,23 @@ def _round_to(v, DT: tl.constexpr):
         return v.to(DT).to(v.dtype)
 
 
+@triton.jit
+def _max_step(pre, s, best, arg, DT: tl.constexpr):
+    """One slot of the running max: v = ReLU(round_to_DT(pre)); a strictly larger v takes the place, so
+    the first maximising slot is kept."""
+    v = tl.maximum(_round_to(pre, DT), 0.0)
+    better = v > best
+    return tl.where(better, v, best), tl.where(better, s, arg)
+
+
+@triton.jit
+def _store_max(y_ptr, arg_ptr, rows, f, F, best, arg, mask, DT: tl.constexpr):
+    """y[rows, f] = best (DT), arg[rows, f] = winning slot (uint8); rows are flat (b * C + c) indices."""
+    out = rows.to(tl.int64)[:, None] * F + f[None, :]
+    tl.store(y_ptr + out, best.to(DT), mask=mask)
+    tl.store(arg_ptr + out, arg.to(tl.uint8), mask=mask)
+
+
 @kernel
 def _knn_cosine_kernel(
     x_ptr,
@@ -279,13 +296,8 @@ def _edge_max_fwd_kernel(
     for s in range(0, k):
         j = tl.load(nbr_row + s, mask=im, other=0)
         g = tl.load(ag_base + j[:, None] * (2 * F) + F + f[None, :], mask=m2, other=0.0).to(ACC)
-        v = tl.maximum(_round_to(a + g, DT), 0.0)
-        better = v > best
-        best = tl.where(better, v, best)
-        arg = tl.where(better, s, arg)
-    out = (b * C + i).to(tl.int64)[:, None] * F + f[None, :]
-    tl.store(y_ptr + out, best.to(DT), mask=m2)
-    tl.store(arg_ptr + out, arg.to(tl.uint8), mask=m2)
+        best, arg = _max_step(a + g, s, best, arg, DT)
+    _store_max(y_ptr, arg_ptr, b * C + i, f, F, best, arg, m2, DT)
 
 
 @kernel
@@ -389,13 +401,8 @@ def _spatial_fwd_kernel(
             )
             acc = tl.dot(xg, wt, acc, input_precision=PREC, out_dtype=ACC)
         av = tl.load(a_base + c[:, None] * sac + f[None, :] * saf, mask=m2, other=0.0).to(ACC)
-        v = tl.maximum(_round_to(av + acc, DT), 0.0)
-        better = v > best
-        best = tl.where(better, v, best)
-        arg = tl.where(better, s, arg)
-    out = (b * C + c).to(tl.int64)[:, None] * F + f[None, :]
-    tl.store(y_ptr + out, best.to(DT), mask=m2)
-    tl.store(arg_ptr + out, arg.to(tl.uint8), mask=m2)
+        best, arg = _max_step(av + acc, s, best, arg, DT)
+    _store_max(y_ptr, arg_ptr, b * C + c, f, F, best, arg, m2, DT)
 
 
 @kernel
