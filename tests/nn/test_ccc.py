@@ -8,7 +8,12 @@ import fxkernels
 from fxkernels.ops.ccc.reference import edge_conv_loop
 from fxkernels.testing import assert_close
 from tests.conftest import BACKEND_PARAMS
-from tests.nn.test_fcc import compare_modules, official_parc_forward, official_state_dict, twin
+from tests.nn.test_fcc import (
+    check_compile_fullgraph,
+    check_vs_reference_backend,
+    official_parc_forward,
+    official_state_dict,
+)
 
 
 def build(kind, **kw):
@@ -33,20 +38,12 @@ KINDS = ["CCC-channel", "CCC-channel-no-out-conv", "CCC-spatial", "F5C", "F5C-sp
 @pytest.mark.parametrize("device,backend", BACKEND_PARAMS)
 @pytest.mark.parametrize("kind", KINDS)
 def test_module_matches_reference_backend(kind, device, backend):
-    m_ref, shape = build(kind, backend="reference")
-    m_ref = m_ref.to(device).double()
-    m = twin(m_ref, backend)
-    x = torch.randn(shape, dtype=torch.float64, device=device)
-    compare_modules(m_ref, m, x, torch.float64)
+    check_vs_reference_backend(build, kind, device, backend)
 
 
 @pytest.mark.parametrize("kind", KINDS)
 def test_module_compile_fullgraph(kind):
-    m, shape = build(kind)  # backend="auto": the CPU kernels when built, else the reference
-    x = torch.randn(shape)
-    torch._dynamo.reset()
-    mc = torch.compile(m, fullgraph=True)
-    compare_modules(m, mc, x)
+    check_compile_fullgraph(build, kind)
 
 
 def test_ccc_lazy_out_conv_infers_channels():

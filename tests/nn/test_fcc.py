@@ -20,6 +20,20 @@ def twin(module, backend):
     return m
 
 
+def check_vs_reference_backend(build, kind, device, backend):
+    """build(kind, backend=...) -> (module, input shape): the backend's module vs its reference twin, fp64."""
+    m_ref, shape = build(kind, backend="reference")
+    m_ref = m_ref.to(device).double()
+    x = torch.randn(shape, dtype=torch.float64, device=device)
+    compare_modules(m_ref, twin(m_ref, backend), x, torch.float64)
+
+
+def check_compile_fullgraph(build, kind):
+    m, shape = build(kind)  # backend="auto": the CPU kernels when built, else the reference
+    torch._dynamo.reset()
+    compare_modules(m, torch.compile(m, fullgraph=True), torch.randn(shape))
+
+
 def compare_modules(m_ref, m, x, dtype=torch.float32, scale=1.0):
     x1 = x.detach().clone().requires_grad_(True)
     x2 = x.detach().clone().requires_grad_(True)
@@ -70,20 +84,12 @@ KINDS = [
 @pytest.mark.parametrize("device,backend", BACKEND_PARAMS)
 @pytest.mark.parametrize("kind", KINDS)
 def test_module_matches_reference_backend(kind, device, backend):
-    m_ref, shape = build(kind, backend="reference")
-    m_ref = m_ref.to(device).double()
-    m = twin(m_ref, backend)
-    x = torch.randn(shape, dtype=torch.float64, device=device)
-    compare_modules(m_ref, m, x, torch.float64)
+    check_vs_reference_backend(build, kind, device, backend)
 
 
 @pytest.mark.parametrize("kind", KINDS)
 def test_module_compile_fullgraph(kind):
-    m, shape = build(kind)  # backend="auto": the CPU kernels when built, else the reference
-    x = torch.randn(shape)
-    torch._dynamo.reset()
-    mc = torch.compile(m, fullgraph=True)
-    compare_modules(m, mc, x)
+    check_compile_fullgraph(build, kind)
 
 
 def test_use_backend_context_routes_modules():
