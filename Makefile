@@ -12,7 +12,7 @@ TORCH_SPEC ?= torch==2.14.1
 install:
 	@test -x $(BIN)/python || $(PY) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
-	$(BIN)/python -m pip install -q "$(TORCH_SPEC)" ninja numpy pytest pytest-benchmark ruff
+	$(BIN)/python -m pip install -q "$(TORCH_SPEC)" ninja numpy pillow tqdm pytest pytest-benchmark ruff
 	@echo "building fxkernels._C (MAX_JOBS=$(MAX_JOBS), log: build.log) ..."
 	@MAX_JOBS=$(MAX_JOBS) $(BIN)/python -m pip install -v -e ".[test]" --no-build-isolation > build.log 2>&1 \
 		|| (tail -n 60 build.log; echo "build failed, full log in build.log"; exit 1)

@@ -240,7 +240,10 @@ setup(
     packages=find_packages(include=["fxkernels*"]),
     python_requires=">=3.9",
     install_requires=["torch>=2.4"],
-    extras_require={"test": ["pytest", "pytest-benchmark", "numpy"]},
+    extras_require={
+        "test": ["pytest", "pytest-benchmark", "numpy", "pillow", "tqdm"],
+        "models": ["numpy", "pillow", "tqdm"],  # models/: datasets (PIL frames) and the training CLI
+    },
     ext_modules=[ext],
     cmdclass={"build_ext": FxkBuildExtension.with_options(use_ninja=True)},
     zip_safe=False,

@@ -36,7 +36,7 @@ def sync():
         torch.cuda.synchronize()
 
 
-def run_benchmark(benchmark, key, provider, fn):
+def run_benchmark(benchmark, key, provider, fn, rounds=None, warmup_rounds=3):
     """Time fn with pytest-benchmark, record the median and the speed-up against this run's reference."""
     benchmark.group = " / ".join(key)
 
@@ -44,9 +44,8 @@ def run_benchmark(benchmark, key, provider, fn):
         fn()
         sync()
 
-    benchmark.pedantic(
-        timed, rounds=int(os.environ.get("FXK_BENCH_ROUNDS", 20)), warmup_rounds=3, iterations=1
-    )
+    rounds = rounds or int(os.environ.get("FXK_BENCH_ROUNDS", 20))
+    benchmark.pedantic(timed, rounds=rounds, warmup_rounds=warmup_rounds, iterations=1)
     med = benchmark.stats.stats.median
     RESULTS[key][provider] = med
     ref = RESULTS[key].get("reference")

@@ -39,16 +39,22 @@ TORCH_LIBRARY(fxkernels, m) {
   m.def(
       "ccc_spatial_bwd(Tensor dy, Tensor y, Tensor arg, Tensor x, Tensor nbr, Tensor w2) "
       "-> (Tensor, Tensor, Tensor)");
+
+  // Spatial correlation (SPEC section 7, fxkernels/ops/corr/README.md "Backend contract"): the FlowNetC cost
+  // volume. f1, f2 (B, C, H, W) -> out (B, patch*patch, H, W), displacements (p - patch//2) * dilation.
+  m.def("corr_fwd(Tensor f1, Tensor f2, int patch, int dilation) -> Tensor");
+  // -> (df1, df2), both (B, C, H, W), gathers (deterministic, no atomics).
+  m.def("corr_bwd(Tensor dout, Tensor f1, Tensor f2, int patch, int dilation) -> (Tensor, Tensor)");
 }
 
 namespace {
 
 pybind11::dict build_info() {
   pybind11::dict d;
-  const char* const ccc_ops[] = {"ccc_knn", "ccc_edge_max_fwd", "ccc_edge_max_bwd", "ccc_spatial_fwd",
-                                 "ccc_spatial_bwd"};
+  const char* const ops[] = {"ccc_knn", "ccc_edge_max_fwd", "ccc_edge_max_bwd", "ccc_spatial_fwd",
+                                 "ccc_spatial_bwd", "corr_fwd", "corr_bwd"};
   std::vector<std::string> kernels = {"fcc_fwd:cpu", "fcc_bwd:cpu"};
-  for (const char* op : ccc_ops) kernels.push_back(std::string(op) + ":cpu");
+  for (const char* op : ops) kernels.push_back(std::string(op) + ":cpu");
 #ifdef FXK_WITH_CUDA
   d["cuda"] = true;
 #ifdef FXK_CUDA_ARCHS
@@ -64,7 +70,7 @@ pybind11::dict build_info() {
   d["cuda_version"] = fxk::cuda_build_version();
   kernels.push_back("fcc_fwd:cuda");
   kernels.push_back("fcc_bwd:cuda");
-  for (const char* op : ccc_ops) kernels.push_back(std::string(op) + ":cuda");
+  for (const char* op : ops) kernels.push_back(std::string(op) + ":cuda");
 #else
   d["cuda"] = false;
   d["cuda_archs"] = std::string("");

@@ -6,7 +6,7 @@ default in a `with` block and the FXKERNELS_BACKEND environment variable sets th
 
 from . import _ext  # noqa: F401  (loads the C++ ops if built)
 from ._backend import BACKENDS, backends, default_backend, use_backend
-from .nn import CCC, F5C, FCC, FCCH, FCCV, MOLF5C, ParCFCC
+from .nn import CCC, F5C, FCC, FCCH, FCCV, MOLF5C, ParCFCC, SpatialCorrelation
 from .ops import (
     channel_edge_conv,
     channel_edge_conv_ref,
@@ -16,6 +16,8 @@ from .ops import (
     fcc_ref,
     knn_cosine,
     knn_cosine_ref,
+    spatial_correlation,
+    spatial_correlation_ref,
     spatial_edge_conv,
     spatial_edge_conv_ref,
 )
@@ -37,6 +39,8 @@ __all__ = [
     "knn_cosine_ref",
     "channel_edge_conv_ref",
     "spatial_edge_conv_ref",
+    "spatial_correlation",
+    "spatial_correlation_ref",
     "FCC",
     "FCCH",
     "FCCV",
@@ -44,4 +48,5 @@ __all__ = [
     "CCC",
     "F5C",
     "MOLF5C",
+    "SpatialCorrelation",
 ]

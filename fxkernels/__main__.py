@@ -42,7 +42,7 @@ def info() -> None:
     for op, mod in OP_FAMILIES.items():
         kernels = importlib.import_module(mod).KERNELS
         avail = [n for n in _backend.BACKENDS[1:] if _backend.backend_available(n, op, kernels)]
-        print(f"  {op:<18} {', '.join(avail)}")
+        print(f"  {op:<20} {', '.join(avail)}")
 
 
 def _time(fn, warmup=2, iters=5) -> float:
@@ -104,6 +104,15 @@ def _ccc_cases(device):
     return [("CCC channel (knn+conv)", t, channel, KERNELS), ("CCC spatial (knn+conv)", t, spatial, KERNELS)]
 
 
+def _corr_cases(device):
+    from .ops.corr import spatial_correlation
+    from .ops.corr.corr import KERNELS
+
+    # MOL's FlowNetC correlation: 56 frame pairs (B=8 clips x 7 pairs), 256 channels, 16x16, patch 21, dilation 2
+    t = tuple(torch.randn(56, 256, 16, 16, device=device) for _ in range(2))
+    return [("spatial_correlation", t, lambda be, t: spatial_correlation(*t, 21, 2, backend=be), KERNELS)]
+
+
 def demo() -> int:
     from .testing import errors
 
@@ -112,7 +121,7 @@ def demo() -> int:
     print(f"fxkernels demo on {device}: every op at its MOL shape, float32, synthetic data")
     ok = True
     rows = []
-    for name, inputs, fn, kernels in _fcc_cases(device) + _ccc_cases(device):
+    for name, inputs, fn, kernels in _fcc_cases(device) + _ccc_cases(device) + _corr_cases(device):
         kinds = [
             n for n in ("reference", "cpu", "triton", "cuda") if _backend.backend_available(n, name, kernels)
         ]

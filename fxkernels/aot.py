@@ -39,6 +39,7 @@ from pathlib import Path
 FAMILIES: list[str] = [
     "fxkernels.ops.fcc.triton",
     "fxkernels.ops.ccc.triton",
+    "fxkernels.ops.corr.triton",
 ]
 ARCHS = (80, 90)
 

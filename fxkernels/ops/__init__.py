@@ -8,6 +8,7 @@ from .ccc import (
     spatial_edge_conv,
     spatial_edge_conv_ref,
 )
+from .corr import spatial_correlation, spatial_correlation_ref
 from .fcc import circular_conv, circular_conv2d, fcc2d_ref, fcc_ref
 
 # op name -> family module (which exposes KERNELS); used by `python -m fxkernels` and the demo
@@ -17,6 +18,7 @@ OP_FAMILIES = {
     "knn_cosine": "fxkernels.ops.ccc.ccc",
     "channel_edge_conv": "fxkernels.ops.ccc.ccc",
     "spatial_edge_conv": "fxkernels.ops.ccc.ccc",
+    "spatial_correlation": "fxkernels.ops.corr.corr",
 }
 
 __all__ = [
@@ -30,5 +32,7 @@ __all__ = [
     "knn_cosine_ref",
     "channel_edge_conv_ref",
     "spatial_edge_conv_ref",
+    "spatial_correlation",
+    "spatial_correlation_ref",
     "OP_FAMILIES",
 ]
