@@ -63,6 +63,9 @@ PRIMITIVES = (
 _SOFT = 1.0  # edge softness of the rendered parts, in output pixels: keeps bilinear resampling accurate
 
 
+MAX_AMPLITUDE = 6.0  # px at S = 128; 7 already folds the warp of some clips (x1.2 per-clip intensity)
+
+
 def _sig(x: torch.Tensor) -> torch.Tensor:
     return torch.sigmoid(x)
 
@@ -410,6 +413,9 @@ class SyntheticMicroExpressions(torch.utils.data.Dataset):
         self.t = t
         self.size = size
         self.seed = seed
+        if not 0.0 <= amplitude <= MAX_AMPLITUDE:
+            # larger motions fold the synthetic warp (not invertible): the exact flow would not exist
+            raise ValueError(f"amplitude must be in [0, {MAX_AMPLITUDE}] pixels, got {amplitude}")
         self.amplitude = float(amplitude)
         self.noise = float(noise)
         self.jitter = float(jitter)

@@ -52,6 +52,10 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--subjects", type=int, default=6, help="synthetic: number of subjects")
     p.add_argument("--clips", type=int, default=10, help="synthetic: clips per subject")
     p.add_argument("--amplitude", type=float, default=None, help="synthetic: motion amplitude in pixels")
+    p.add_argument("--noise", type=float, default=None, help="synthetic: sensor noise std")
+    p.add_argument("--jitter", type=float, default=None, help="synthetic: per-frame camera shake in pixels")
+    p.add_argument("--no-standardize", action="store_true",
+                   help="feed raw [0, 1] frames (default: each clip standardised to zero mean, unit variance)")  # fmt: skip
     p.add_argument("--t", type=int, default=8, help="frames per clip")
     p.add_argument("--batch-size", type=int, default=4, help="global batch size (split over processes)")
     p.add_argument("--lr", type=float, default=2e-4)
@@ -64,6 +68,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", default="runs/mol", help="checkpoint and summary folder")
     p.add_argument("--resume", action="store_true", help="continue from <out>/checkpoint.pt")
+    p.add_argument("--stop-after", type=int, default=None, metavar="N",
+                   help="stop after N epochs of this run, checkpoint written (time-limited jobs; continue with --resume)")  # fmt: skip
     p.add_argument("--compare-backends", type=int, default=0, metavar="N",
                    help="first time N training steps with fxkernels and with the reference backend")  # fmt: skip
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads per process")
@@ -114,7 +120,7 @@ class Dist:
 
 def build_dataset(args):
     if args.data == "synthetic":
-        kw = {} if args.amplitude is None else {"amplitude": args.amplitude}
+        kw = {k: getattr(args, k) for k in ("amplitude", "noise", "jitter") if getattr(args, k) is not None}
         return SyntheticMicroExpressions(
             args.classes, args.subjects, args.clips, t=args.t, seed=args.seed, **kw
         )
@@ -150,9 +156,19 @@ def backend_ctx(backend: str):
     return fxkernels.use_backend(backend) if backend != "auto" else contextlib.nullcontext()
 
 
+def model_input(video: torch.Tensor, args) -> torch.Tensor:
+    """(B, 1, t, S, S) clips, standardised per clip unless --no-standardize: the official initialisation
+    (random ParC biases and position encodings of std 1 after a linear conv stack that shrinks the input)
+    otherwise leaves the clip-dependent part of the features tiny, which slows the start of training."""
+    if args.no_standardize:
+        return video
+    dims = tuple(range(1, video.dim()))
+    return (video - video.mean(dims, keepdim=True)) / video.std(dims, keepdim=True).clamp_min(1e-6)
+
+
 def train_step(model, opt, batch, args) -> tuple[float, dict, torch.Tensor]:
     opt.zero_grad(set_to_none=True)
-    outputs = model(batch["video"])
+    outputs = model(model_input(batch["video"], args))
     loss, parts = mol_loss(outputs, batch, args.flow_weight, args.landmark_weight)
     loss.backward()
     opt.step()
@@ -165,7 +181,7 @@ def predict(model, ds, idx, args, device) -> list[int]:
     preds = []
     loader = DataLoader(Subset(ds, idx), batch_size=max(1, args.batch_size), shuffle=False)
     for batch in loader:
-        preds += model(batch["video"].to(device))[0].argmax(1).tolist()
+        preds += model(model_input(batch["video"].to(device), args))[0].argmax(1).tolist()
     model.train()
     return preds
 
@@ -247,7 +263,9 @@ def main(argv=None) -> dict:
 
     per_batch = args.batch_size // dd.world
     step_times = []
+    epoch_log = []  # (fold, epoch, mean training loss, training accuracy) of this run
     model = None
+    stopped = False
     with backend_ctx(args.backend):
         for fi in range(start_fold, len(folds)):
             name, tr_idx, te_idx = folds[fi]
@@ -286,6 +304,9 @@ def main(argv=None) -> dict:
                         bar.set_postfix(loss=f"{loss:.3f}", ce=f"{parts['ce'].item():.3f}")
                 steps = int(stats[3])
                 stats = dd.all_sum(stats)
+                epoch_log.append(
+                    (fi, epoch, float(stats[0] / max(stats[2], 1)), float(stats[1] / max(stats[2], 1)))
+                )
                 log(
                     f"{name} epoch {epoch + 1}/{args.epochs}: loss {stats[0] / max(stats[2], 1):.4f}, "
                     f"train acc {stats[1] / max(stats[2], 1):.3f}, {steps} steps, "
@@ -298,6 +319,12 @@ def main(argv=None) -> dict:
                          "rng": torch.get_rng_state(), "done": done, "args": vars(args)},
                     )  # fmt: skip
                 dd.barrier()
+                if args.stop_after is not None and len(epoch_log) >= args.stop_after:
+                    stopped = True
+                    break
+            if stopped:
+                log(f"stopped after {len(epoch_log)} epoch(s) (--stop-after); continue with --resume")
+                break
             preds = predict(model, ds, te_idx, args, dd.device)
             labels = [ds.labels[i] for i in te_idx]
             done.append({"name": name, "test_idx": list(te_idx), "pred": preds, "label": labels})
@@ -311,6 +338,13 @@ def main(argv=None) -> dict:
                 )  # fmt: skip
             dd.barrier()
 
+    if stopped:
+        summary.update(
+            stopped=True,
+            epochs=[{"fold": f, "epoch": e, "loss": lo, "train_acc": a} for f, e, lo, a in epoch_log],
+        )
+        dd.close()
+        return summary
     rows = [(f["name"], all_metrics(f["label"], f["pred"], ds.num_classes), len(f["label"])) for f in done]
     all_labels = [y for f in done for y in f["label"]]
     all_preds = [y for f in done for y in f["pred"]]
@@ -321,6 +355,7 @@ def main(argv=None) -> dict:
     summary.update(
         {
             "folds": [{"name": n, "n": k, **m} for n, m, k in rows[:-1]],
+            "epochs": [{"fold": f, "epoch": e, "loss": lo, "train_acc": a} for f, e, lo, a in epoch_log],
             "overall": overall,
             "chance": chance,
             "train_steps_per_s": len(step_times) / sum(step_times) if step_times else None,

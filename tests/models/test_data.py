@@ -472,3 +472,8 @@ def test_inter_ocular_distance(ds):
     with pytest.raises(ValueError):
         inter_ocular_distance(torch.zeros(3, 68))
     assert math.isfinite(float(iod.mean()))
+
+
+def test_amplitude_that_folds_the_warp_is_rejected():
+    with pytest.raises(ValueError, match="amplitude must be in"):
+        SyntheticMicroExpressions(amplitude=7.0)

@@ -21,17 +21,17 @@ def run_main(args, out):
 
 
 def test_resume_continues_bitwise(tmp_path, capsys):
-    # 2 epochs in one go == 1 epoch, stop, then --resume for the second (model, optimiser and RNG restored)
+    # 2 epochs in one go == 1 epoch, stop (--stop-after 1), then --resume (model, optimiser and RNG restored)
     full = run_main(TINY + ["--epochs", "2", "--max-steps", "1"], tmp_path / "full")
-    run_main(TINY + ["--epochs", "1", "--max-steps", "1"], tmp_path / "split")
+    part = run_main(TINY + ["--epochs", "2", "--max-steps", "1", "--stop-after", "1"], tmp_path / "split")
+    assert part["stopped"] and len(part["epochs"]) == 1
     ck = torch.load(tmp_path / "split" / "checkpoint.pt", weights_only=False)
-    assert ck["fold"] == 1 and ck["epoch"] == -1  # the fold finished: a resume would start the next fold
-    # rewind the checkpoint to "fold 0, epoch 0 done", as if the first run was stopped after its first epoch
-    ck.update(fold=0, epoch=0, done=[])
-    torch.save(ck, tmp_path / "split" / "checkpoint.pt")
+    assert ck["fold"] == 0 and ck["epoch"] == 0
     capsys.readouterr()
     resumed = run_main(TINY + ["--epochs", "2", "--max-steps", "1", "--resume"], tmp_path / "split")
     assert "resumed from" in capsys.readouterr().out
+    assert [e["epoch"] for e in resumed["epochs"]] == [1]
+    assert resumed["epochs"][0]["loss"] == full["epochs"][1]["loss"]
     assert resumed["param_checksum"] == full["param_checksum"]
     assert resumed["overall"] == full["overall"]
 
@@ -71,3 +71,22 @@ def test_ddp_two_cpu_processes(tmp_path):
     assert s0["param_checksum"] == s1["param_checksum"]
     assert s0["overall"] == s1["overall"]
     assert (tmp_path / "checkpoint.pt").exists()
+
+
+def test_seeded_training_lowers_the_loss(tmp_path):
+    s = run_main(TINY + ["--epochs", "3", "--max-steps", "3", "--amplitude", "6"], tmp_path)
+    losses = [e["loss"] for e in s["epochs"]]
+    assert len(losses) == 3 and all(map(lambda v: v == v and v < float("inf"), losses))
+    assert losses[-1] < 0.5 * losses[0], losses
+
+
+def test_make_demo_arguments_are_valid():
+    # README's first command (`make demo`) runs `python -m models.train mol $(DEMO_ARGS)`
+    text = (ROOT / "Makefile").read_text()
+    block = text.split("DEMO_ARGS ?=", 1)[1].split("\ndemo:", 1)[0]
+    argv = block.replace("\\\n", " ").split()
+    args = train.parse_args(["mol", *argv])
+    ds = train.build_dataset(args)
+    folds = train.make_folds(ds, args)
+    assert len(ds) == args.subjects * args.clips and len(folds) == 1 and args.compare_backends > 0
+    ds[0]  # the synthetic settings generate a clip
