@@ -54,8 +54,10 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--amplitude", type=float, default=None, help="synthetic: motion amplitude in pixels")
     p.add_argument("--noise", type=float, default=None, help="synthetic: sensor noise std")
     p.add_argument("--jitter", type=float, default=None, help="synthetic: per-frame camera shake in pixels")
-    p.add_argument("--no-standardize", action="store_true",
-                   help="feed raw [0, 1] frames (default: each clip standardised to zero mean, unit variance)")  # fmt: skip
+    p.add_argument("--input-norm", choices=["clip", "temporal", "none"], default="clip",
+                   help="clip: standardise each clip; temporal: subtract each pixel's temporal mean, then "
+                   "standardise; none: raw [0, 1] frames")  # fmt: skip
+    p.add_argument("--input-scale", type=float, default=1.0, help="multiplies the normalised input")
     p.add_argument("--t", type=int, default=8, help="frames per clip")
     p.add_argument("--batch-size", type=int, default=4, help="global batch size (split over processes)")
     p.add_argument("--lr", type=float, default=2e-4)
@@ -157,13 +159,16 @@ def backend_ctx(backend: str):
 
 
 def model_input(video: torch.Tensor, args) -> torch.Tensor:
-    """(B, 1, t, S, S) clips, standardised per clip unless --no-standardize: the official initialisation
-    (random ParC biases and position encodings of std 1 after a linear conv stack that shrinks the input)
-    otherwise leaves the clip-dependent part of the features tiny, which slows the start of training."""
-    if args.no_standardize:
-        return video
+    """(B, 1, t, S, S) clips -> model input (--input-norm, --input-scale). Why: at the official initialisation
+    the ParC blocks' random biases and position encodings (std 1) follow a linear conv stack that shrinks its
+    input, so raw [0, 1] frames leave the clip-dependent part of the features at a few percent of the total."""
+    if args.input_norm == "none":
+        return video * args.input_scale
+    if args.input_norm == "temporal":  # only what changes over time is left: the motion
+        video = video - video.mean(2, keepdim=True)
     dims = tuple(range(1, video.dim()))
-    return (video - video.mean(dims, keepdim=True)) / video.std(dims, keepdim=True).clamp_min(1e-6)
+    video = (video - video.mean(dims, keepdim=True)) / video.std(dims, keepdim=True).clamp_min(1e-6)
+    return video * args.input_scale
 
 
 def train_step(model, opt, batch, args) -> tuple[float, dict, torch.Tensor]:
@@ -283,7 +288,7 @@ def main(argv=None) -> dict:
             loader = DataLoader(Subset(ds, tr_idx), batch_size=per_batch, sampler=sampler, drop_last=True)
             for epoch in range(epoch0, args.epochs):
                 sampler.set_epoch(epoch)
-                stats = torch.zeros(4, dtype=torch.float64)  # loss sum, correct, samples, steps
+                stats = torch.zeros(5, dtype=torch.float64)  # loss sum, correct, samples, steps, CE sum
                 epoch_time = 0.0
                 bar = loader
                 if tqdm is not None and dd.main and not args.no_progress:
@@ -299,7 +304,10 @@ def main(argv=None) -> dict:
                     step_times.append(time.perf_counter() - t0)
                     epoch_time += step_times[-1]
                     correct = (pred == batch["label"]).sum().item()
-                    stats += torch.tensor([loss * len(pred), correct, len(pred), 1], dtype=torch.float64)
+                    stats += torch.tensor(
+                        [loss * len(pred), correct, len(pred), 1, parts["ce"].item() * len(pred)],
+                        dtype=torch.float64,
+                    )
                     if bar is not loader:
                         bar.set_postfix(loss=f"{loss:.3f}", ce=f"{parts['ce'].item():.3f}")
                 steps = int(stats[3])
@@ -308,7 +316,8 @@ def main(argv=None) -> dict:
                     (fi, epoch, float(stats[0] / max(stats[2], 1)), float(stats[1] / max(stats[2], 1)))
                 )
                 log(
-                    f"{name} epoch {epoch + 1}/{args.epochs}: loss {stats[0] / max(stats[2], 1):.4f}, "
+                    f"{name} epoch {epoch + 1}/{args.epochs}: loss {stats[0] / max(stats[2], 1):.4f} "
+                    f"(CE {stats[4] / max(stats[2], 1):.4f}), "
                     f"train acc {stats[1] / max(stats[2], 1):.3f}, {steps} steps, "
                     f"{steps / max(epoch_time, 1e-9):.3f} steps/s"
                 )
