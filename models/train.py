@@ -17,6 +17,7 @@ import argparse
 import contextlib
 import json
 import os
+import statistics
 import sys
 import time
 from pathlib import Path
@@ -192,23 +193,30 @@ def predict(model, ds, idx, args, device) -> list[int]:
 
 
 def compare_backends(args, ds, idx, device, log) -> dict:
-    """Steps/s of the same training step with the fxkernels backend and with plain PyTorch."""
+    """Steps/s of the same training step with the fxkernels backend and with plain PyTorch: one warm-up step
+    each, then the two alternate step by step (so drifting machine load hits both alike); medians."""
     loader = DataLoader(Subset(ds, idx), batch_size=args.batch_size, shuffle=False)
     batch = to_device(next(iter(loader)), device)
-    res = {}
-    for name in (args.backend if args.backend != "reference" else "auto", "reference"):
+    runs = {}
+    for key, name in (
+        ("fxkernels", args.backend if args.backend != "reference" else "auto"),
+        ("reference", "reference"),
+    ):
         model, opt = new_model(args, ds.num_classes, device)
         with backend_ctx(name):
             train_step(model, opt, batch, args)  # warm-up (first-call allocations, lazy imports)
-            t0 = time.perf_counter()
-            for _ in range(args.compare_backends):
+        runs[key] = (model, opt, name, [])
+    for _ in range(args.compare_backends):
+        for model, opt, name, times in runs.values():
+            with backend_ctx(name):
+                t0 = time.perf_counter()
                 train_step(model, opt, batch, args)
-            res["fxkernels" if name != "reference" else "reference"] = args.compare_backends / (
-                time.perf_counter() - t0
-            )
+                times.append(time.perf_counter() - t0)
+    res = {key: 1.0 / statistics.median(r[3]) for key, r in runs.items()}
     log(
-        f"training steps/s (batch {args.batch_size}, t={args.t}): fxkernels {res['fxkernels']:.3f}, "
-        f"reference {res['reference']:.3f} -> {res['fxkernels'] / res['reference']:.2f}x"
+        f"training steps/s (batch {args.batch_size}, t={args.t}, median of {args.compare_backends}): "
+        f"fxkernels {res['fxkernels']:.3f}, reference {res['reference']:.3f} -> "
+        f"{res['fxkernels'] / res['reference']:.2f}x"
     )
     return res
 

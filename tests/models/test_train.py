@@ -118,3 +118,9 @@ def test_model_input_normalisation(norm):
     assert torch.allclose(flat.std(1), torch.full((3,), 2.0, dtype=torch.float64))
     if norm == "temporal":  # every pixel's time series is centred: static content is gone
         assert x.mean(2).abs().max() < 1e-12
+
+
+def test_compare_backends_reports_both(tmp_path, capsys):
+    s = run_main(TINY + ["--epochs", "1", "--max-steps", "1", "--compare-backends", "1"], tmp_path)
+    assert set(s["steps_per_s"]) == {"fxkernels", "reference"} and min(s["steps_per_s"].values()) > 0
+    assert "training steps/s" in capsys.readouterr().out
