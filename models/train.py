@@ -236,6 +236,11 @@ def metrics_table(rows: list[tuple[str, dict, int]]) -> str:
 
 
 # ---------------------------------------------------------------------------------------------- main
+# what defines the folds, the data and the model: a checkpoint only resumes a run with the same values
+RESUME_KEYS = ("model", "data", "csv", "protocol", "semantics", "classes", "subjects", "clips", "amplitude",
+               "noise", "jitter", "t", "seed", "test_fraction", "max_folds", "input_norm", "input_scale")  # fmt: skip
+
+
 def main(argv=None) -> dict:
     args = parse_args(argv)
     if args.threads:
@@ -268,6 +273,15 @@ def main(argv=None) -> dict:
     start_fold, start_epoch, resume_state = 0, 0, None
     if args.resume and ckpt_path.exists():
         resume_state = torch.load(ckpt_path, map_location="cpu", weights_only=False)
+        saved = resume_state.get("args", {})
+        changed = [k for k in RESUME_KEYS if k in saved and saved[k] != getattr(args, k)]
+        if changed:
+            raise SystemExit(
+                f"models.train: --resume with a checkpoint of another run ({ckpt_path}): "
+                + ", ".join(
+                    f"--{k.replace('_', '-')} was {saved[k]!r}, now {getattr(args, k)!r}" for k in changed
+                )
+            )
         done = resume_state["done"]
         start_fold, start_epoch = resume_state["fold"], resume_state["epoch"] + 1
         log(f"resumed from {ckpt_path}: fold {start_fold + 1}, epoch {start_epoch + 1}")

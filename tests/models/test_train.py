@@ -36,6 +36,12 @@ def test_resume_continues_bitwise(tmp_path, capsys):
     assert resumed["overall"] == full["overall"]
 
 
+def test_resume_refuses_another_runs_checkpoint(tmp_path):
+    run_main(TINY + ["--epochs", "2", "--max-steps", "1", "--stop-after", "1"], tmp_path)
+    with pytest.raises(SystemExit, match="--seed was 1, now 2"):
+        run_main([*TINY[:-1], "2", "--epochs", "2", "--max-steps", "1", "--resume"], tmp_path)
+
+
 def test_loso_folds_and_table(tmp_path, capsys):
     s = run_main(TINY + ["--protocol", "loso", "--epochs", "1", "--max-steps", "1"], tmp_path)
     out = capsys.readouterr().out
