@@ -45,6 +45,14 @@ TORCH_LIBRARY(fxkernels, m) {
   m.def("corr_fwd(Tensor f1, Tensor f2, int patch, int dilation) -> Tensor");
   // -> (df1, df2), both (B, C, H, W), gathers (deterministic, no atomics).
   m.def("corr_bwd(Tensor dout, Tensor f1, Tensor f2, int patch, int dilation) -> (Tensor, Tensor)");
+
+  // Spectral filter (SPEC section 3.1, fxkernels/ops/spectral/README.md "Backend contract"): canonical layout,
+  // x (B, C, T, H, W), filt (B, C, T//2+1, H, W, 2) (expanded views, any strides), 1 <= T <= 64
+  // -> y (B, C, T, H, W) contiguous = irfft(rfft(x) * filt) (+ residual).
+  m.def("spectral_fwd(Tensor x, Tensor filt, Tensor? residual) -> Tensor");
+  // -> (dx (B, C, T, H, W) in x's dtype, dfilt (B, C, M, H, W, 2) per column in fp32 / fp64); an output not
+  // asked for is an empty tensor. Deterministic, no atomics.
+  m.def("spectral_bwd(Tensor dy, Tensor x, Tensor filt, bool need_dx, bool need_dfilt) -> (Tensor, Tensor)");
 }
 
 namespace {
@@ -52,7 +60,8 @@ namespace {
 pybind11::dict build_info() {
   pybind11::dict d;
   const char* const ops[] = {"ccc_knn", "ccc_edge_max_fwd", "ccc_edge_max_bwd", "ccc_spatial_fwd",
-                                 "ccc_spatial_bwd", "corr_fwd", "corr_bwd"};
+                                 "ccc_spatial_bwd", "corr_fwd", "corr_bwd", "spectral_fwd",
+                                 "spectral_bwd"};
   std::vector<std::string> kernels = {"fcc_fwd:cpu", "fcc_bwd:cpu"};
   for (const char* op : ops) kernels.push_back(std::string(op) + ":cpu");
 #ifdef FXK_WITH_CUDA

@@ -6,7 +6,21 @@ default in a `with` block and the FXKERNELS_BACKEND environment variable sets th
 
 from . import _ext  # noqa: F401  (loads the C++ ops if built)
 from ._backend import BACKENDS, backends, default_backend, use_backend
-from .nn import CCC, F5C, FCC, FCCH, FCCV, MOLF5C, ParCFCC, SpatialCorrelation
+from .nn import (
+    CCC,
+    F5C,
+    FCC,
+    FCCH,
+    FCCV,
+    FWM,
+    MOLF5C,
+    STFE,
+    STFM,
+    ParCFCC,
+    SpatialCorrelation,
+    SpatialExtractor,
+    TemporalFilter,
+)
 from .ops import (
     channel_edge_conv,
     channel_edge_conv_ref,
@@ -20,6 +34,8 @@ from .ops import (
     spatial_correlation_ref,
     spatial_edge_conv,
     spatial_edge_conv_ref,
+    spectral_filter,
+    spectral_filter_ref,
 )
 
 __version__ = "0.1.0"
@@ -41,6 +57,8 @@ __all__ = [
     "spatial_edge_conv_ref",
     "spatial_correlation",
     "spatial_correlation_ref",
+    "spectral_filter",
+    "spectral_filter_ref",
     "FCC",
     "FCCH",
     "FCCV",
@@ -49,4 +67,9 @@ __all__ = [
     "F5C",
     "MOLF5C",
     "SpatialCorrelation",
+    "TemporalFilter",
+    "SpatialExtractor",
+    "STFE",
+    "FWM",
+    "STFM",
 ]

@@ -113,15 +113,31 @@ def _corr_cases(device):
     return [("spatial_correlation", t, lambda be, t: spatial_correlation(*t, 21, 2, backend=be), KERNELS)]
 
 
+def _spectral_cases(device):
+    from .ops.spectral import spectral_filter
+    from .ops.spectral.spectral import KERNELS
+
+    # MTSTWN's STFE temporal branch at its second MViT stage: 15 steps, a per-position filter, the residual
+    B, C, T, H, W = 8, 64, 15, 28, 28
+    M = T // 2 + 1
+    x, res = torch.randn(B, C, T, H, W, device=device), torch.randn(B, C, T, H, W, device=device)
+    filt = torch.randn(B, C, M, 2, H, W, device=device).permute(
+        0, 1, 2, 4, 5, 3
+    )  # as TemporalFilter makes it
+    return [("spectral_filter", (x, filt, res), lambda be, t: spectral_filter(*t, backend=be), KERNELS)]
+
+
 def demo() -> int:
     from .testing import errors
 
     device = "cuda" if torch.cuda.is_available() else "cpu"
     torch.manual_seed(0)
-    print(f"fxkernels demo on {device}: every op at its MOL shape, float32, synthetic data")
+    print(f"fxkernels demo on {device}: every op at its model shape (MOL, MTSTWN), float32, synthetic data")
     ok = True
     rows = []
-    for name, inputs, fn, kernels in _fcc_cases(device) + _ccc_cases(device) + _corr_cases(device):
+    for name, inputs, fn, kernels in (
+        _fcc_cases(device) + _ccc_cases(device) + _corr_cases(device) + _spectral_cases(device)
+    ):
         kinds = [
             n for n in ("reference", "cpu", "triton", "cuda") if _backend.backend_available(n, name, kernels)
         ]

@@ -40,6 +40,7 @@ FAMILIES: list[str] = [
     "fxkernels.ops.fcc.triton",
     "fxkernels.ops.ccc.triton",
     "fxkernels.ops.corr.triton",
+    "fxkernels.ops.spectral.triton",
 ]
 ARCHS = (80, 90)
 

@@ -15,5 +15,10 @@ def test_demo_runs_and_matches():
     )
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
     assert "all backends match the reference" in out.stdout
-    for case in ("circular_conv2d (VH)", "CCC channel (knn+conv)", "CCC spatial (knn+conv)"):
+    for case in (
+        "circular_conv2d (VH)",
+        "CCC channel (knn+conv)",
+        "CCC spatial (knn+conv)",
+        "spectral_filter",
+    ):
         assert case in out.stdout, out.stdout

@@ -10,6 +10,7 @@ from .ccc import (
 )
 from .corr import spatial_correlation, spatial_correlation_ref
 from .fcc import circular_conv, circular_conv2d, fcc2d_ref, fcc_ref
+from .spectral import spectral_filter, spectral_filter_ref
 
 # op name -> family module (which exposes KERNELS); used by `python -m fxkernels` and the demo
 OP_FAMILIES = {
@@ -19,6 +20,7 @@ OP_FAMILIES = {
     "channel_edge_conv": "fxkernels.ops.ccc.ccc",
     "spatial_edge_conv": "fxkernels.ops.ccc.ccc",
     "spatial_correlation": "fxkernels.ops.corr.corr",
+    "spectral_filter": "fxkernels.ops.spectral.spectral",
 }
 
 __all__ = [
@@ -34,5 +36,7 @@ __all__ = [
     "spatial_edge_conv_ref",
     "spatial_correlation",
     "spatial_correlation_ref",
+    "spectral_filter",
+    "spectral_filter_ref",
     "OP_FAMILIES",
 ]
