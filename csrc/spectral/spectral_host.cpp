@@ -81,8 +81,13 @@ Twiddles<A> make_twiddles(int T) {
   Twiddles<A> tw{};
   const double step = 2.0 * M_PI / static_cast<double>(T);  // same angles as reference.dft_matrices
   for (int j = 0; j < T; ++j) {
-    tw.c[j] = static_cast<A>(std::cos(step * j));
-    tw.s[j] = static_cast<A>(std::sin(step * j));
+    double c = std::cos(step * j), s = std::sin(step * j);
+    // exact values on the axes (sin(pi) is 1.2e-16 in floating point): the Nyquist term then has no sine part,
+    // so its imaginary filter part has exactly no effect and no gradient, as in torch.fft
+    if (4 * j == T || 4 * j == 3 * T) c = 0.0;
+    if (2 * j == T) s = 0.0;
+    tw.c[j] = static_cast<A>(c);
+    tw.s[j] = static_cast<A>(s);
   }
   tw.inv_t = static_cast<A>(1.0 / static_cast<double>(T));
   return tw;

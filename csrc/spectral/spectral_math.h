@@ -80,14 +80,22 @@ FXK_HD_INLINE V synthesis(int t, int T, int M, const A* c, const A* s, const V* 
   return (acc[0] + acc[1]) + (acc[2] + acc[3]);
 }
 
+// Complex product in place: (xr, xi) = F X.
+template <typename V>
+FXK_HD_INLINE void complex_mul(const V& fr, const V& fi, V& xr, V& xi) {
+  const V zr = fr * xr - fi * xi;
+  const V zi = fr * xi + fi * xr;
+  xr = zr;
+  xi = zi;
+}
+
 // Forward filter of frequency k in place: (xr, xi) = w_k F X.
 template <typename V, typename A>
 FXK_HD_INLINE void apply_filter(int k, int T, A inv_t, const V& fr, const V& fi, V& xr, V& xi) {
+  complex_mul<V>(fr, fi, xr, xi);
   const A w = onesided_weight<A>(k, T, inv_t);
-  const V zr = (fr * xr - fi * xi) * w;
-  const V zi = (fr * xi + fi * xr) * w;
-  xr = zr;
-  xi = zi;
+  xr = xr * w;
+  xi = xi * w;
 }
 
 // Backward of frequency k, with G = w_k analysis(dy) and X = analysis(x):

@@ -1,6 +1,7 @@
 """Spectral filter (SPEC 3.1): the C++ CPU ops torch.ops.fxkernels.spectral_fwd / spectral_bwd called directly.
 
-Values and the per-column filter gradient vs spectral_filter_ref (autograd in float64), both CPU ISA variants,
+Values and the per-column filter gradient vs spectral_filter_ref (autograd in float64), both CPU ISA variants and
+the CUDA kernels' per-column math (the emulation hook),
 argument checks (TORCH_CHECK -> RuntimeError) on the canonical-layout contract of README.md.
 """
 
@@ -60,13 +61,21 @@ def _reference(x, f, r, dy):
     return y.detach(), dx, df
 
 
-@pytest.fixture(params=["generic", "avx2"])
+@pytest.fixture(params=["generic", "avx2", "cuda-math"])
 def isa(request):
+    """The CPU code path: the GEMM kernels of either ISA variant, or ("cuda-math", the test hook
+    _set_cpu_emulate_threads) the CUDA kernels' per-column math of spectral_math.h run on CPU vectors."""
+    C = fxkernels._ext._C
+    if request.param == "cuda-math":
+        prev = C._set_cpu_emulate_threads(1)
+        yield request.param
+        C._set_cpu_emulate_threads(prev)
+        return
     if request.param not in fxkernels._ext._INFO.get("cpu_isa_variants", []):
         pytest.skip(f"{request.param} variant not built / not supported by this CPU")
-    prev = fxkernels._ext._C._set_cpu_isa(request.param)
+    prev = C._set_cpu_isa(request.param)
     yield request.param
-    fxkernels._ext._C._set_cpu_isa(prev)
+    C._set_cpu_isa(prev)
 
 
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
@@ -82,9 +91,13 @@ def test_ops_match_reference(B, C, T, H, W, dtype, isa):
     assert_close(y, ry, dtype, "y")
     assert_close(dx, rdx, dtype, "dx")
     assert_close(df, rdf, dtype, "dfilt")
+    # the imaginary filter parts of DC and (even T) Nyquist get exactly no gradient, as in torch.fft
+    assert (df[:, :, 0, ..., 1] == 0).all()
+    if T % 2 == 0:
+        assert (df[:, :, T // 2, ..., 1] == 0).all()
 
 
-def test_broadcast_filter_and_flags():
+def test_broadcast_filter_and_flags(isa):
     # a 0-stride (expanded) filter; need_dx / need_dfilt give empty tensors for what was not asked
     x, _, r, dy = _case(2, 3, 9, 3, 4, torch.float64)
     f = torch.randn(1, 3, 5, 1, 1, 2, dtype=torch.float64)
@@ -99,7 +112,7 @@ def test_broadcast_filter_and_flags():
     assert_close(df, rdf)
 
 
-def test_half_dtypes():
+def test_half_dtypes(isa):
     for dtype in (torch.float16, torch.bfloat16):
         x, f, r, dy = _case(2, 2, 10, 3, 5, dtype)
         ry, rdx, rdf = _reference(x, f, r, dy)

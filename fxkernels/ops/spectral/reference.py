@@ -54,8 +54,12 @@ def _dft_matrices64(T: int):
     M = T // 2 + 1
     k = torch.arange(M, dtype=torch.int64).view(M, 1)
     t = torch.arange(T, dtype=torch.int64).view(1, T)
-    ang = (2 * math.pi / T) * ((k * t) % T).double()  # exact index k t mod T before the float angle
+    j = (k * t) % T  # exact index k t mod T before the float angle
+    ang = (2 * math.pi / T) * j.double()
     ca, sa = torch.cos(ang), -torch.sin(ang)  # Xr = ca @ x, Xi = sa @ x
+    # exact values on the axes (sin(pi) is 1.2e-16 in floating point), as the C++ twiddle tables
+    ca = torch.where((4 * j == T) | (4 * j == 3 * T), torch.zeros_like(ca), ca)
+    sa = torch.where(2 * j == T, torch.zeros_like(sa), sa)
     w = torch.full((M,), 2.0 / T, dtype=torch.float64)
     w[0] = 1.0 / T
     if T % 2 == 0:
