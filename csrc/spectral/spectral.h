@@ -41,11 +41,18 @@ struct Twiddles {
 template <typename A>
 Twiddles<A> make_twiddles(int T);
 
-// Outputs of the backward, preallocated contiguous (undefined when not requested):
-// dx (B, C, T, H, W) in x's dtype, dfilt (B, C, M, H, W, 2) in the accumulation type.
+// Outputs of the backward, preallocated (undefined when not requested): dx (B, C, T, H, W) contiguous in x's
+// dtype, dfilt (B, C, M, H, W, 2) in the accumulation type laid out like filt when filt is dense (else contiguous:
+// see new_dfilt), with its strides sdf.
 struct Grads {
   at::Tensor dx, dfilt;
+  Strides sdf;
 };
+Strides strides_of(const at::Tensor& t);  // of a 5-D or 6-D tensor (undefined: zeros)
+// dfilt for filt, in the accumulation dtype: filt's layout when filt is non-overlapping and dense (so autograd can
+// keep it as filt.grad without a copy, e.g. the permuted (B, C, M, 2, H, W) view of TemporalFilter), else
+// contiguous (a broadcast filt: the op layer sums it over the broadcast axes).
+at::Tensor new_dfilt(const at::Tensor& filt);
 
 // CPU kernels of one ISA variant (spectral_cpu_kernels.h; the baseline is compiled by spectral_cpu.cpp, the
 // AVX2+FMA one by spectral_cpu_avx2.cpp). They take validated problems with at least one column.

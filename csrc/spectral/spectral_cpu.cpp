@@ -41,12 +41,14 @@ std::tuple<at::Tensor, at::Tensor> spectral_bwd_cpu(const at::Tensor& dy, const 
   const auto acc = x.scalar_type() == at::kDouble ? at::kDouble : at::kFloat;
   g.dx = need_dx ? at::empty(x.sizes(), x.options().memory_format(at::MemoryFormat::Contiguous))
                  : at::empty({0}, x.options());
-  g.dfilt = need_dfilt ? at::empty({pb.B, pb.C, pb.M, pb.H, pb.W, 2}, x.options().dtype(acc))
-                       : at::empty({0}, x.options().dtype(acc));
+  g.dfilt = need_dfilt ? new_dfilt(filt) : at::empty({0}, x.options().dtype(acc));
   if (x.numel() > 0 && (need_dx || need_dfilt)) {
     Grads run;  // undefined = not requested
     if (need_dx) run.dx = g.dx;
-    if (need_dfilt) run.dfilt = g.dfilt;
+    if (need_dfilt) {
+      run.dfilt = g.dfilt;
+      run.sdf = strides_of(g.dfilt);
+    }
     kernels().bwd(pb, run);
   }
   return {g.dx, g.dfilt};

@@ -138,7 +138,23 @@ inline void gather(const T* base, int64_t step, const int64_t* off, int n_i, A* 
 template <int L, typename T, typename A>
 inline void store_plane(T* out, int64_t HW, int t, const Lanes<L>& ln, const A* v) {
   T* o = out + t * HW + ln.p0;
-  for (int l = 0; l < ln.n; ++l) o[l] = from_acc<T>(v[l]);
+  if constexpr (std::is_same<T, A>::value) {
+    std::memcpy(o, v, sizeof(A) * ln.n);
+  } else {
+    for (int l = 0; l < ln.n; ++l) o[l] = from_acc<T>(v[l]);
+  }
+}
+
+// dst[off[l]] = v[l] for the n valid lanes (a plain copy for unit-stride lanes).
+template <int L, typename A>
+inline void scatter_row(A* dst, const int64_t* off, int n, const A* v) {
+  bool unit = true;
+  for (int l = 1; l < n; ++l) unit = unit && off[l] == off[0] + l;
+  if (unit) {
+    std::memcpy(dst + off[0], v, sizeof(A) * n);
+  } else {
+    for (int l = 0; l < n; ++l) dst[off[l]] = v[l];
+  }
 }
 
 template <typename T, typename A, int KMAX>
@@ -180,7 +196,8 @@ void fwd_columns(const Problem& pb, const Twiddles<A>& tw, int64_t bc, int64_t p
 }
 
 template <typename T, typename A, int KMAX>
-void bwd_columns(const Problem& pb, const Twiddles<A>& tw, int64_t bc, int64_t p0, int n, T* dx, A* dfilt) {
+void bwd_columns(const Problem& pb, const Twiddles<A>& tw, int64_t bc, int64_t p0, int n, T* dx, A* dfilt,
+                 const Strides& sdf) {
   using V = typename Vec<A>::type;
   constexpr int L = Vec<A>::L;
   const int Tn = pb.T, M = pb.M;
@@ -210,18 +227,16 @@ void bwd_columns(const Problem& pb, const Twiddles<A>& tw, int64_t bc, int64_t p
     gather<L>(pb.x.data_ptr<T>() + b * pb.sx.b + c * pb.sx.c, pb.sx.t, off, Tn, xb, n);
     V xr[KMAX], xi[KMAX];
     analysis<KMAX, V, A>([&](int t) { return vload<V>(xb + t * L); }, Tn, M, 0, tw.c, tw.s, xr, xi);
-    A* dp = dfilt + bc * M * HW * 2;  // (M, H*W, 2) plane of this (b, c)
+    A* dp = dfilt + b * sdf.b + c * sdf.c;
+    ln.offsets(sdf, off);
     for (int k = 0; k < M; ++k) {
       V dfr, dfi;
       filter_grad<V>(gr[k], gi[k], xr[k], xi[k], dfr, dfi);
       alignas(32) A r[L], i[L];
       vstore<V>(r, dfr);
       vstore<V>(i, dfi);
-      A* o = dp + (k * HW + ln.p0) * 2;
-      for (int l = 0; l < ln.n; ++l) {
-        o[2 * l] = r[l];
-        o[2 * l + 1] = i[l];
-      }
+      scatter_row<L>(dp + k * sdf.t, off, ln.n, r);
+      scatter_row<L>(dp + k * sdf.t + sdf.ri, off, ln.n, i);
     }
   }
   if (dx != nullptr) {
@@ -335,39 +350,33 @@ Scratch<A>& scratch() {
   return s;
 }
 
-// u, v of the folded columns: in (T rows) -> u rows [0, nu) and v rows [nu, nu + nv) of uv, nc columns.
-template <typename A>
+// u, v of the folded columns: in (T rows) -> u rows [0, nu) and v rows [nu, nu + nv) of uv, nc columns (a multiple
+// of the vector length; explicit vectors: GCC's alias checks sent these loops to their scalar versions).
+template <typename V, typename A>
 inline void fold(const A* in, A* uv, int T, int nu, int nv, int ld, int nc) {
+  constexpr int L = Vec<A>::L;
   std::memcpy(uv, in, sizeof(A) * nc);
-  for (int t = 1; t <= nv; ++t) {
-    const A* a = in + t * ld;
-    const A* b = in + (T - t) * ld;
-    A* u = uv + t * ld;
-    A* v = uv + (nu + t - 1) * ld;
-    for (int l = 0; l < nc; ++l) {
-      u[l] = a[l] + b[l];
-      v[l] = a[l] - b[l];
+  for (int t = 1; t <= nv; ++t)
+    for (int l = 0; l < nc; l += L) {
+      const V a = vload<V>(in + t * ld + l), b = vload<V>(in + (T - t) * ld + l);
+      vstore<V>(uv + t * ld + l, a + b);
+      vstore<V>(uv + (nu + t - 1) * ld + l, a - b);
     }
-  }
   if (T % 2 == 0 && T > 1) std::memcpy(uv + (T / 2) * ld, in + (T / 2) * ld, sizeof(A) * nc);
 }
 
 // out rows t < T from the synthesis parts (A rows [0, nu), B rows [nuP, nuP + nv) of ab), nc columns.
-template <typename A>
-inline void unfold(const A* ab, int nuP, int T, int nu, int nv, int ld, int nc, A* out) {
+template <typename V, typename A>
+inline void unfold(const A* ab, int nuP, int T, int nv, int ld, int nc, A* out) {
+  constexpr int L = Vec<A>::L;
   std::memcpy(out, ab, sizeof(A) * nc);
-  for (int t = 1; t <= nv; ++t) {
-    const A* a = ab + t * ld;
-    const A* b = ab + (nuP + t - 1) * ld;
-    A* y1 = out + t * ld;
-    A* y2 = out + (T - t) * ld;
-    for (int l = 0; l < nc; ++l) {
-      y1[l] = a[l] + b[l];
-      y2[l] = a[l] - b[l];
+  for (int t = 1; t <= nv; ++t)
+    for (int l = 0; l < nc; l += L) {
+      const V a = vload<V>(ab + t * ld + l), b = vload<V>(ab + (nuP + t - 1) * ld + l);
+      vstore<V>(out + t * ld + l, a + b);
+      vstore<V>(out + (T - t) * ld + l, a - b);
     }
-  }
   if (T % 2 == 0 && T > 1) std::memcpy(out + (T / 2) * ld, ab + (T / 2) * ld, sizeof(A) * nc);
-  (void)nu;
 }
 
 // Spectrum of the T gathered rows `in`: pr = Xr, pi = Xi (MP rows each) with coefficients (c, s) = (ca, sa) or
@@ -375,7 +384,7 @@ inline void unfold(const A* ab, int nuP, int T, int nu, int nv, int ld, int nc, 
 template <typename V, typename A>
 inline void analyze(const DftMats<A>& dm, const A* c, const A* s, const A* in, A* uv, A* pr, A* pi, int ld,
                     int nch, int nc) {
-  fold(in, uv, dm.T, dm.nu, dm.nv, ld, nc);
+  fold<V, A>(in, uv, dm.T, dm.nu, dm.nv, ld, nc);
   small_gemm<V, A>(c, dm.MP, dm.nu, uv, pr, ld, nch);
   small_gemm<V, A>(s, dm.MP, dm.nv, uv + dm.nu * ld, pi, ld, nch);
 }
@@ -386,7 +395,7 @@ inline void synthesize(const DftMats<A>& dm, const A* c, const A* s, const A* zr
                        int nch, int nc) {
   small_gemm<V, A>(c, dm.nuP, dm.M, zr, ab, ld, nch);
   small_gemm<V, A>(s, dm.nvP, dm.M, zi, ab + dm.nuP * ld, ld, nch);
-  unfold(ab, dm.nuP, dm.T, dm.nu, dm.nv, ld, nc, out);
+  unfold<V, A>(ab, dm.nuP, dm.T, dm.nv, ld, nc, out);
 }
 
 // The filter of a tile: fr[k * NT + l], fi[k * NT + l] = filt[b, c, k, p0 + l, 0 / 1], k < M.
@@ -440,7 +449,7 @@ void fwd_gemm_block(const Problem& pb, const DftMats<A>& dm, Scratch<A>& w, int6
 
 template <typename T, typename A>
 void bwd_gemm_block(const Problem& pb, const DftMats<A>& dm, Scratch<A>& w, int64_t bc, int64_t p0, int n, T* dx,
-                    A* dfilt) {
+                    A* dfilt, const Strides& sdf) {
   using V = typename Vec<A>::type;
   constexpr int L = Vec<A>::L, NB = kNV * L, NT = tile_cols<A>();
   const int Tn = pb.T, M = pb.M, nch = (n + NB - 1) / NB, nc = nch * NB;
@@ -458,7 +467,8 @@ void bwd_gemm_block(const Problem& pb, const DftMats<A>& dm, Scratch<A>& w, int6
     gather<NT>(pb.x.data_ptr<T>() + b * pb.sx.b + c * pb.sx.c, pb.sx.t, off, Tn, w.aux, n, NT,
                nt.ahead(pb, pb.sx, bc, p0), nc);
     analyze<V, A>(dm, dm.ca.data(), dm.sa.data(), w.aux, w.uv, w.xr, w.xi, NT, nch, nc);
-    A* dp = dfilt + bc * M * HW * 2;  // (M, H*W, 2) plane of this (b, c)
+    A* dp = dfilt + b * sdf.b + c * sdf.c;
+    ln.offsets(sdf, off);
     for (int k = 0; k < M; ++k) {
       alignas(32) A r[NT], i[NT];
       for (int v = 0; v < nch * kNV; ++v) {
@@ -468,11 +478,8 @@ void bwd_gemm_block(const Problem& pb, const DftMats<A>& dm, Scratch<A>& w, int6
         vstore<V>(r + v * L, dfr);
         vstore<V>(i + v * L, dfi);
       }
-      A* out = dp + (k * HW + ln.p0) * 2;
-      for (int l = 0; l < ln.n; ++l) {
-        out[2 * l] = r[l];
-        out[2 * l + 1] = i[l];
-      }
+      scatter_row<NT>(dp + k * sdf.t, off, ln.n, r);
+      scatter_row<NT>(dp + k * sdf.t + sdf.ri, off, ln.n, i);
     }
   }
   if (dx != nullptr) {
@@ -535,7 +542,7 @@ void bwd_columns_typed(const Problem& pb, const Grads& g) {
   T* dx = g.dx.defined() ? g.dx.data_ptr<T>() : nullptr;
   A* df = g.dfilt.defined() ? g.dfilt.data_ptr<A>() : nullptr;
   for_blocks<Vec<A>::L>(pb,
-                        [&](int64_t bc, int64_t p0, int n) { bwd_columns<T, A, KMAX>(pb, tw, bc, p0, n, dx, df); });
+                        [&](int64_t bc, int64_t p0, int n) { bwd_columns<T, A, KMAX>(pb, tw, bc, p0, n, dx, df, g.sdf); });
 }
 
 template <typename T, typename A>
@@ -559,7 +566,7 @@ void bwd_typed(const Problem& pb, const Grads& g) {
   T* dx = g.dx.defined() ? g.dx.data_ptr<T>() : nullptr;
   A* df = g.dfilt.defined() ? g.dfilt.data_ptr<A>() : nullptr;
   for_tiles<A>(pb,
-               [&](Scratch<A>& w, int64_t bc, int64_t p0, int n) { bwd_gemm_block<T, A>(pb, dm, w, bc, p0, n, dx, df); });
+               [&](Scratch<A>& w, int64_t bc, int64_t p0, int n) { bwd_gemm_block<T, A>(pb, dm, w, bc, p0, n, dx, df, g.sdf); });
 }
 
 void cpu_fwd(const Problem& pb, const at::Tensor& y) {

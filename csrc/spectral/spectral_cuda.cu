@@ -87,7 +87,7 @@ __global__ void __launch_bounds__(kThreads, 1)
 template <typename T, typename A, int KMAX>
 __global__ void __launch_bounds__(kThreads, 1)
     spectral_bwd_kernel(const T* __restrict__ dy, const T* __restrict__ x, const T* __restrict__ filt,
-                        T* __restrict__ dx, A* __restrict__ dfilt, Geometry g, Strides sdy, Strides sx, Strides sf,
+                        T* __restrict__ dx, A* __restrict__ dfilt, Geometry g, Strides sdy, Strides sx, Strides sf, Strides sdf,
                         Twiddles<A> tw) {
   __shared__ A sc[kMaxT], ss[kMaxT];
   load_twiddles(tw, sc, ss);
@@ -105,7 +105,7 @@ __global__ void __launch_bounds__(kThreads, 1)
     }
     if (dfilt != nullptr) {
       const T* xp = x + column_offset(bc, p, sx, g);
-      A* op = dfilt + (int64_t{bc} * M * g.HW + p) * 2;  // dfilt[b, c, k, p, ri] = op[k * HW * 2 + ri]
+      A* op = dfilt + column_offset(bc, p, sdf, g);  // dfilt[b, c, k, h, w, ri] = op[k * sdf.t + ri * sdf.ri]
 #pragma unroll
       for (int k0 = 0; k0 < KMAX; k0 += chunk_of<A>()) {
         if (k0 < M) {
@@ -118,8 +118,8 @@ __global__ void __launch_bounds__(kThreads, 1)
             if (k < M && k < KMAX) {
               A dfr, dfi;
               filter_grad<A>(gr[k], gi[k], xr[kk], xi[kk], dfr, dfi);
-              op[int64_t{k} * g.HW * 2] = dfr;
-              op[int64_t{k} * g.HW * 2 + 1] = dfi;
+              op[k * sdf.t] = dfr;
+              op[k * sdf.t + sdf.ri] = dfi;
             }
           }
         }
@@ -182,8 +182,8 @@ std::tuple<at::Tensor, at::Tensor> spectral_bwd_cuda(const at::Tensor& dy, const
   const auto acc = x.scalar_type() == at::kDouble ? at::kDouble : at::kFloat;
   at::Tensor dx = need_dx ? at::empty(x.sizes(), x.options().memory_format(at::MemoryFormat::Contiguous))
                           : at::empty({0}, x.options());
-  at::Tensor dfilt = need_dfilt ? at::empty({pb.B, pb.C, pb.M, pb.H, pb.W, 2}, x.options().dtype(acc))
-                                : at::empty({0}, x.options().dtype(acc));
+  at::Tensor dfilt = need_dfilt ? new_dfilt(filt) : at::empty({0}, x.options().dtype(acc));
+  const Strides sdf = strides_of(dfilt);
   if (x.numel() == 0 || !(need_dx || need_dfilt)) return {dx, dfilt};
   const Geometry g = geometry(pb);
   auto stream = at::cuda::getCurrentCUDAStream();
@@ -193,7 +193,7 @@ std::tuple<at::Tensor, at::Tensor> spectral_bwd_cuda(const at::Tensor& dy, const
       spectral_bwd_kernel<scalar_t, acc_t, decltype(K)::value><<<grid_for(g), kThreads, 0, stream>>>(
           dy.data_ptr<scalar_t>(), x.data_ptr<scalar_t>(), filt.data_ptr<scalar_t>(),
           need_dx ? dx.data_ptr<scalar_t>() : nullptr, need_dfilt ? dfilt.data_ptr<acc_t>() : nullptr, g, pb.sdy,
-          pb.sx, pb.sf, tw);
+          pb.sx, pb.sf, sdf, tw);
       C10_CUDA_KERNEL_LAUNCH_CHECK();
     });
   });

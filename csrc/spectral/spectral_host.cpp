@@ -15,18 +15,6 @@ void check_backend(const at::Tensor& t, const char* op, const char* name, c10::D
               " tensors, got ", name, " on ", t.device());
 }
 
-Strides strides_of(const at::Tensor& t) {
-  Strides s;
-  if (!t.defined()) return s;
-  s.b = t.stride(0);
-  s.c = t.stride(1);
-  s.t = t.stride(2);
-  s.h = t.stride(3);
-  s.w = t.stride(4);
-  if (t.dim() == 6) s.ri = t.stride(5);
-  return s;
-}
-
 Problem prepare_common(const char* op, const at::Tensor& x, const at::Tensor& filt, c10::DeviceType device_type) {
   check_floating(x, op, "x", 5, "(B, C, T, H, W)");
   check_backend(x, op, "x", device_type);
@@ -52,6 +40,23 @@ Problem prepare_common(const char* op, const at::Tensor& x, const at::Tensor& fi
 }
 
 }  // namespace
+
+Strides strides_of(const at::Tensor& t) {
+  Strides s;
+  if (!t.defined() || t.dim() < 5) return s;
+  s.b = t.stride(0);
+  s.c = t.stride(1);
+  s.t = t.stride(2);
+  s.h = t.stride(3);
+  s.w = t.stride(4);
+  if (t.dim() == 6) s.ri = t.stride(5);
+  return s;
+}
+
+at::Tensor new_dfilt(const at::Tensor& filt) {
+  const auto acc = filt.scalar_type() == at::kDouble ? at::kDouble : at::kFloat;
+  return at::empty_like(filt, filt.options().dtype(acc), at::MemoryFormat::Preserve);
+}
 
 Problem prepare_fwd(const char* op, const at::Tensor& x, const at::Tensor& filt,
                     const std::optional<at::Tensor>& residual, c10::DeviceType device_type) {

@@ -302,3 +302,14 @@ def test_bad_input():
         sf(x, f, backend="gpu")
     with pytest.raises(ValueError, match="length >= 1"):
         sf(torch.randn(2, 3, 0, 2, 2), torch.randn(2, 3, 1, 2, 2, 2))
+
+
+@pytest.mark.parametrize("device,backend", BACKEND_PARAMS)
+def test_filter_grad_keeps_the_filter_layout(device, backend):
+    # eager backward returns dfilt laid out like a dense filt (TemporalFilter's permuted view), so autograd stores
+    # it as filt.grad without a copy; a broadcast filter gets a contiguous gradient of its own shape
+    for kind in ("full", "channel"):
+        x, f, r = make(2, 3, 8, 3, 4, kind, True, 2, False, torch.float32)
+        f.requires_grad_(True)
+        fxkernels.spectral_filter(x, f, r, backend=backend).sum().backward()
+        assert f.grad.shape == f.shape and f.grad.stride() == torch.empty_like(f).stride()

@@ -86,7 +86,8 @@ def test_ops_match_reference(B, C, T, H, W, dtype, isa):
     dx, df = ops.spectral_bwd(dy, x, f, True, True)
     acc = torch.float64 if dtype == torch.float64 else torch.float32
     assert y.is_contiguous() and y.dtype == dtype and dx.dtype == dtype and df.dtype == acc
-    assert df.shape == (B, C, T // 2 + 1, H, W, 2) and df.is_contiguous()
+    # laid out like the (dense, permuted) filter, so autograd can keep it as filt.grad without a copy
+    assert df.shape == (B, C, T // 2 + 1, H, W, 2) and df.stride() == f.stride()
     ry, rdx, rdf = _reference(x, f, r, dy)
     assert_close(y, ry, dtype, "y")
     assert_close(dx, rdx, dtype, "dx")
@@ -105,6 +106,7 @@ def test_broadcast_filter_and_flags(isa):
     assert_close(ops.spectral_fwd(x, fe, None), spectral_filter_ref(x, f))
     dx, df = ops.spectral_bwd(dy, x, fe, True, False)
     assert df.numel() == 0
+    assert ops.spectral_bwd(dy, x, fe, False, True)[1].is_contiguous()  # a broadcast filter: contiguous
     _, rdx, rdf = _reference(x, fe, r, dy)
     assert_close(dx, rdx)
     dx, df = ops.spectral_bwd(dy, x, fe, False, True)

@@ -96,13 +96,25 @@ def _fwd(be, x, filt, residual):
     return _launchers(be)[0](x, _expand_filt(x, filt), residual)
 
 
-def _bwd(be, dy, x, filt, need_dx: bool, need_dfilt: bool):
+def _grad_strides(t: Tensor) -> tuple:
+    """The strides of torch.empty_like(t) (t's own when it is non-overlapping and dense, else contiguous),
+    from a meta tensor: nothing is allocated."""
+    return tuple(torch.empty_like(t, device="meta").stride())
+
+
+def _bwd(be, dy, x, filt, need_dx: bool, need_dfilt: bool, like_filt: bool):
+    """like_filt: return dfilt laid out as torch.empty_like(filt) (eager: autograd then keeps it as filt.grad
+    without a copy), else contiguous (the registered op, whose fake impl cannot know the runtime layout)."""
     dx, dfull = _launchers(be)[1](dy, x, _expand_filt(x, filt), need_dx, need_dfilt)
     dfilt = None
     if need_dfilt:
         # sum the per-column gradient over the axes filt broadcasts on (deterministic torch.sum)
         axes = [a for a in range(5) if filt.shape[a] == 1 and dfull.shape[a] != 1]
         dfilt = (dfull.sum(axes, keepdim=True) if axes else dfull).to(filt.dtype)
+        if not like_filt:
+            dfilt = dfilt.contiguous()
+        elif tuple(dfilt.stride()) != _grad_strides(filt):
+            dfilt = torch.empty_like(filt).copy_(dfilt)
     return dx, dfilt
 
 
@@ -121,7 +133,7 @@ def _(x, filt, residual, backend):
 def _spectral_bwd_op(
     dy: Tensor, x: Tensor, filt: Tensor, need_dx: bool, need_dfilt: bool, backend: str
 ) -> tuple[Tensor, Tensor]:
-    dx, dfilt = _bwd(backend, dy, x, filt, need_dx, need_dfilt)
+    dx, dfilt = _bwd(backend, dy, x, filt, need_dx, need_dfilt, like_filt=False)
     # custom ops return tensors: an empty one stands for "not needed"
     return (dx if dx is not None else x.new_empty(0)), (dfilt if dfilt is not None else filt.new_empty(0))
 
@@ -166,7 +178,7 @@ class _SpectralFunction(torch.autograd.Function):
         need_dx, need_dfilt, need_dres = ctx.needs_input_grad[:3]
         dx = dfilt = None
         if need_dx or need_dfilt:
-            dx, dfilt = _bwd(ctx.backend, dy, x, filt, need_dx, need_dfilt)
+            dx, dfilt = _bwd(ctx.backend, dy, x, filt, need_dx, need_dfilt, like_filt=True)
         return dx, dfilt, (dy if need_dres else None), None
 
 

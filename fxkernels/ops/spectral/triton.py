@@ -209,6 +209,12 @@ def _spectral_filter_bwd_kernel(
     sfh,
     sfw,
     sfz,
+    sgb,
+    sgc,
+    sgm,
+    sgh,
+    sgw,
+    sgz,
     TP: tl.constexpr,
     KP: tl.constexpr,
     TC: tl.constexpr,
@@ -259,16 +265,17 @@ def _spectral_filter_bwd_kernel(
         dfr = gr * xr + tl.where(kk == 0, 0.0, ii)
         dfi = tl.where(kk == 0, 0.0, gi * xr - gr * xi)
         dfn = tl.sum(tl.where(kk == 0, ii, 0.0), axis=0)  # Nyquist dFr (even T): slot 0 of the imag. parts
-        M = T // 2 + 1
-        df_base = df_ptr + bc.to(tl.int64) * M * HW * 2
-        d_off = (kk * HW + p[None, :]) * 2
+        # dfilt through its strides (filt's layout when filt is dense, see the launcher)
+        df_base = df_ptr + b.to(tl.int64) * sgb + c.to(tl.int64) * sgc
+        g_pos = h * sgh + w * sgw
+        d_off = kk * sgm + g_pos[None, :]
         dm = (kk < NR) & pm[None, :]
         tl.store(df_base + d_off, dfr, mask=dm)
-        tl.store(df_base + d_off + 1, dfi, mask=dm)
-        n_off = ((T // 2) * HW + p) * 2
+        tl.store(df_base + d_off + sgz, dfi, mask=dm)
+        n_off = (T // 2) * sgm + g_pos
         nm = pm & (T % 2 == 0)
         tl.store(df_base + n_off, dfn, mask=nm)
-        tl.store(df_base + n_off + 1, tl.zeros_like(dfn), mask=nm)
+        tl.store(df_base + n_off + sgz, tl.zeros_like(dfn), mask=nm)
     if NEED_DX:
         f_base = f_ptr + b.to(tl.int64) * sfb + c.to(tl.int64) * sfc
         f_pos = (h * sfh + w * sfw)[None, :]
@@ -495,13 +502,14 @@ def spectral_filter_bwd_triton(
     need_dx, need_dfilt = bool(need_dx), bool(need_dfilt)
     adt = acc_torch_dtype(x.dtype)
     dx = torch.empty(x.shape, dtype=x.dtype, device=x.device) if need_dx else None
-    dfilt = torch.empty(fshape, dtype=adt, device=x.device) if need_dfilt else None
+    # filt's layout when filt is dense (autograd then keeps it as filt.grad without a copy), else contiguous
+    dfilt = torch.empty_like(filt, dtype=adt) if need_dfilt else None
     if not (need_dx or need_dfilt) or x.numel() == 0:
         return dx, dfilt
     B, C, T, H, W = x.shape
     tp, mats = _dft_for(x)
     meta = _bwd_meta(x.dtype, dot_precision(x.dtype), tp, need_dx, need_dfilt)
-    grid = _check_sizes(x, meta["BP"], dy, x, filt)
+    grid = _check_sizes(x, meta["BP"], dy, x, filt, *([dfilt] if need_dfilt else []))
     launch(
         _spectral_filter_bwd_kernel,
         grid,
@@ -518,6 +526,7 @@ def spectral_filter_bwd_triton(
         *dy.stride(),
         *x.stride(),
         *filt.stride(),
+        *(dfilt.stride() if need_dfilt else filt.stride()),
         **meta,
     )
     return dx, dfilt
