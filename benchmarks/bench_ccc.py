@@ -17,7 +17,7 @@ from fxkernels.ops.ccc.reference import (
     spatial_edge_conv_ref,
 )
 
-from .conftest import DEVICE, MEMORY, RESULTS, peak_extra_bytes, providers, run_benchmark
+from .conftest import DEVICE, MEMORY, RESULTS, make_step, peak_extra_bytes, providers, run_benchmark
 
 B, C, H, W, K = 32, 128, 16, 16, 4  # MOL: CCC on (B, 128, 16, 16) feature maps, k = 4
 N = H * W
@@ -82,22 +82,7 @@ def make(graph, provider):
 
 
 def step_fn(fn, t, pass_):
-    if pass_ == "fwd":
-
-        def step():
-            with torch.no_grad():
-                fn(*t)
-
-        return step
-    leaves = [a.requires_grad_(True) for a in t]
-    g = torch.randn(B, C, N, device=DEVICE)
-
-    def step():
-        for a in leaves:
-            a.grad = None
-        fn(*leaves).backward(g)
-
-    return step
+    return make_step(fn, t, pass_, (B, C, N))
 
 
 CASES = [

@@ -11,7 +11,7 @@ import torch
 import fxkernels
 from fxkernels.ops.corr.reference import spatial_correlation_loop, spatial_correlation_ref
 
-from .conftest import DEVICE, MEMORY, RESULTS, peak_extra_bytes, providers, run_benchmark
+from .conftest import DEVICE, MEMORY, RESULTS, make_step, peak_extra_bytes, providers, run_benchmark
 
 B, C, H, W, P, D = 56, 256, 16, 16, 21, 2
 CASE = f"{B}x{C}x{H}x{W}-P{P}-d{D}"
@@ -36,22 +36,7 @@ def make(provider):
 
 
 def step_fn(fn, t, pass_):
-    if pass_ == "fwd":
-
-        def step():
-            with torch.no_grad():
-                fn(*t)
-
-        return step
-    leaves = [a.requires_grad_(True) for a in t]
-    g = torch.randn(B, P * P, H, W, device=DEVICE)
-
-    def step():
-        for a in leaves:
-            a.grad = None
-        fn(*leaves).backward(g)
-
-    return step
+    return make_step(fn, t, pass_, (B, P * P, H, W))
 
 
 CASES = [(p, pass_) for p in providers() + ["loop"] for pass_ in PASSES]

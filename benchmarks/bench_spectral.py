@@ -13,7 +13,7 @@ import torch
 import fxkernels
 from fxkernels.ops.spectral.reference import spectral_filter_ref
 
-from .conftest import DEVICE, MEMORY, RESULTS, peak_extra_bytes, providers, run_benchmark
+from .conftest import DEVICE, MEMORY, RESULTS, make_step, peak_extra_bytes, providers, run_benchmark
 
 SHAPES = [(4, 32, 15, 56, 56), (8, 64, 15, 28, 28), (8, 128, 15, 14, 14)]
 PASSES = ["fwd", "fwd+bwd"]
@@ -44,22 +44,7 @@ def make(provider, shape):
 
 
 def step_fn(fn, t, pass_):
-    if pass_ == "fwd":
-
-        def step():
-            with torch.no_grad():
-                fn(*t)
-
-        return step
-    leaves = [a.detach().requires_grad_(True) for a in t]
-    g = torch.randn(t[0].shape, device=DEVICE)
-
-    def step():
-        for a in leaves:
-            a.grad = None
-        fn(*leaves).backward(g)
-
-    return step
+    return make_step(fn, t, pass_, t[0].shape)
 
 
 CASES = [(s, p, pass_) for s in SHAPES for p in providers() for pass_ in PASSES]

@@ -54,6 +54,27 @@ def run_benchmark(benchmark, key, provider, fn, rounds=None, warmup_rounds=3):
         benchmark.extra_info["speedup_vs_reference"] = ref / med
 
 
+def make_step(fn, inputs, pass_: str, grad_shape):
+    """One timed step: fn(*inputs) under no_grad ("fwd"), or a forward + backward of one fixed random upstream
+    gradient of grad_shape, the inputs' .grad reset each time ("fwd+bwd")."""
+    if pass_ == "fwd":
+
+        def step():
+            with torch.no_grad():
+                fn(*inputs)
+
+        return step
+    leaves = [a.detach().requires_grad_(True) for a in inputs]
+    g = torch.randn(grad_shape, device=DEVICE)
+
+    def step():
+        for a in leaves:
+            a.grad = None
+        fn(*leaves).backward(g)
+
+    return step
+
+
 class _TensorBytes(TorchDispatchMode):
     """Live and peak bytes of the tensor storages created by dispatcher ops (every aten op and every
     fxkernels op's outputs) while active. Temporaries inside one C++ op and memory that bypasses the
@@ -70,9 +91,17 @@ class _TensorBytes(TorchDispatchMode):
 
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
         out = func(*args, **(kwargs or {}))
+        # views of the inputs (permute, expand, detach, ...) and meta tensors allocate nothing
+        ins = {
+            t.untyped_storage().data_ptr()
+            for t in tree_flatten((args, kwargs))[0]
+            if isinstance(t, torch.Tensor) and t.device.type != "meta"
+        }
         for t in tree_flatten(out)[0]:
-            if isinstance(t, torch.Tensor):
+            if isinstance(t, torch.Tensor) and t.device.type != "meta":
                 st = t.untyped_storage()
+                if st.data_ptr() in ins:
+                    continue
                 ptr, n = st.data_ptr(), st.nbytes()
                 if n and ptr not in self.ptrs:
                     self.ptrs.add(ptr)

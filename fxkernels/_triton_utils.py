@@ -90,6 +90,29 @@ def variant_name(dtype: torch.dtype, prec: str) -> str:
 
 
 # --------------------------------------------------------------------------------------------------
+# rounding at the store (shared by the kernels of every family)
+
+
+@triton.jit
+def to_storage(v, DT: tl.constexpr):
+    """v (fp32 / fp64 accumulator) rounded once to the storage dtype DT, returned in DT. bf16 rounds to
+    nearest even by bit arithmetic: the GPU's cvt.rn, and exact under TRITON_INTERPRET too (whose
+    fp32 -> bf16 cast truncates). NaN stays NaN."""
+    if DT == tl.bfloat16:
+        u = v.to(tl.uint32, bitcast=True)
+        u = ((u + (0x7FFF + ((u >> 16) & 1))) >> 16) << 16
+        r = u.to(tl.float32, bitcast=True)
+        v = tl.where(v == v, r, v)
+    return v.to(DT)
+
+
+@triton.jit
+def round_to(v, DT: tl.constexpr):
+    """v rounded to the storage dtype DT as in ``to_storage``, kept in v's dtype."""
+    return to_storage(v, DT).to(v.dtype)
+
+
+# --------------------------------------------------------------------------------------------------
 # sizes
 
 

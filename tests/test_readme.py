@@ -18,3 +18,6 @@ def test_readme_quickstart_runs():
     exec(compile(blocks[0], "README.md", "exec"), ns)
     assert ns["y"].shape == ns["y_ref"].shape == (2, 64, 16, 16)
     assert (ns["y"] - ns["y_ref"]).abs().max().item() < 1e-3
+    want = fxkernels.spectral_filter_ref(ns["v"], ns["filt"], ns["v"])
+    assert (ns["v_out"] - want).abs().max().item() < 1e-4
+    assert ns["z"].shape == (2, 48, 15, 14, 14)

@@ -24,6 +24,8 @@
 #include <ATen/ATen.h>
 #include <ATen/Parallel.h>
 
+#include "common/cpu_vec.h"
+
 #include "corr/corr.h"
 #include "corr/corr_math.h"
 
@@ -33,31 +35,6 @@
 namespace fxk {
 namespace corr {
 namespace {
-
-// 32-byte vectors (GCC vector extensions: native ymm in the AVX2 build, pairs of xmm in the baseline).
-template <typename A>
-struct Vec;
-template <>
-struct Vec<float> {
-  typedef float type __attribute__((vector_size(32)));
-  static constexpr int L = 8;
-};
-template <>
-struct Vec<double> {
-  typedef double type __attribute__((vector_size(32)));
-  static constexpr int L = 4;
-};
-
-template <typename V, typename A>
-FXK_HD_INLINE V vload(const A* p) {
-  V v;
-  std::memcpy(&v, p, sizeof(V));
-  return v;
-}
-template <typename V, typename A>
-FXK_HD_INLINE void vstore(A* p, const V& v) {
-  std::memcpy(p, &v, sizeof(V));
-}
 
 // acc + a * b (fused in the AVX2+FMA build).
 #if defined(FXK_CORR_FMA)

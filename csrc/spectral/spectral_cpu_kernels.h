@@ -23,6 +23,8 @@
 #include <ATen/ATen.h>
 #include <ATen/Parallel.h>
 
+#include "common/cpu_vec.h"
+
 #include "fcc/fcc.h"
 #include "spectral/spectral.h"
 #include "spectral/spectral_math.h"
@@ -33,30 +35,6 @@
 namespace fxk {
 namespace spectral {
 namespace {
-
-template <typename A>
-struct Vec;
-template <>
-struct Vec<float> {
-  typedef float type __attribute__((vector_size(32)));
-  static constexpr int L = 8;
-};
-template <>
-struct Vec<double> {
-  typedef double type __attribute__((vector_size(32)));
-  static constexpr int L = 4;
-};
-
-template <typename V, typename A>
-inline V vload(const A* p) {
-  V v;
-  std::memcpy(&v, p, sizeof(V));
-  return v;
-}
-template <typename V, typename A>
-inline void vstore(A* p, const V& v) {
-  std::memcpy(p, &v, sizeof(V));
-}
 
 // Lane offsets of one block: element offset of position p0 + l (clamped to the last valid lane) in a tensor
 // with strides (sh, sw) over (H, W).
@@ -79,6 +57,8 @@ struct Lanes {
   void offsets(const Strides& s, int64_t* off) const {
     for (int l = 0; l < L; ++l) off[l] = h[l] * s.h + w[l] * s.w;
   }
+  // The valid lanes sit at consecutive addresses of a tensor with strides s (then gathers are plain copies).
+  bool unit(const Strides& s, int64_t W) const { return s.w == 1 && (h[n - 1] == h[0] || s.h == W); }
 };
 
 // Element offset of (plane bc, position p) in a tensor with strides s.
@@ -110,11 +90,10 @@ struct NextTile {
 // With unit-stride lanes and ahead != 0, each row's copy is preceded by a prefetch of the same row of the thread's
 // next tile, which starts `ahead` elements further (a tile reads dozens of short row runs at once, which the
 // hardware prefetchers follow poorly: this took the forward from 8.5 to 6.4 ms at MTSTWN's first shape).
+// `unit`: the lanes are at consecutive addresses (Lanes::unit): plain copies.
 template <int L, typename T, typename A>
-inline void gather(const T* base, int64_t step, const int64_t* off, int n_i, A* buf, int n, int ld = L,
+inline void gather(const T* base, int64_t step, const int64_t* off, bool unit, int n_i, A* buf, int n, int ld = L,
                    int64_t ahead = 0, int nz = L) {
-  bool unit = true;  // consecutive lanes at consecutive addresses: a plain (vectorisable) copy
-  for (int l = 1; l < n; ++l) unit = unit && off[l] == off[0] + l;
   for (int i = 0; i < n_i; ++i) {
     A* dst = buf + i * ld;
     if (unit) {
@@ -134,6 +113,29 @@ inline void gather(const T* base, int64_t step, const int64_t* off, int n_i, A* 
   }
 }
 
+// Rows r < n_rows of the (b, c) plane of a canonical tensor (x, dy, residual: rows are time steps) at the lanes
+// of a tile -> buf (see gather: ld = L, lanes n..nz-1 zeroed, `ahead` for the prefetch of the next tile).
+template <int L, typename T, typename A>
+inline void gather_plane(const Problem& pb, const at::Tensor& t, const Strides& s, int64_t bc, const Lanes<L>& ln,
+                         int n_rows, A* buf, int64_t ahead = 0, int nz = L) {
+  int64_t off[L];
+  ln.offsets(s, off);
+  gather<L>(t.data_ptr<T>() + (bc / pb.C) * s.b + (bc % pb.C) * s.c, s.t, off, ln.unit(s, pb.W), n_rows, buf, ln.n, L,
+            ahead, nz);
+}
+
+// The filter of a tile: fr[k * L + l], fi[k * L + l] = filt[b, c, k, p0 + l, 0 / 1] for k < M.
+template <int L, typename T, typename A>
+inline void gather_filter(const Problem& pb, int64_t bc, const Lanes<L>& ln, A* fr, A* fi, int64_t ahead = 0,
+                          int nz = L) {
+  int64_t off[L];
+  ln.offsets(pb.sf, off);
+  const T* fp = pb.filt.data_ptr<T>() + (bc / pb.C) * pb.sf.b + (bc % pb.C) * pb.sf.c;
+  const bool unit = ln.unit(pb.sf, pb.W);
+  gather<L>(fp, pb.sf.t, off, unit, pb.M, fr, ln.n, L, ahead, nz);
+  gather<L>(fp + pb.sf.ri, pb.sf.t, off, unit, pb.M, fi, ln.n, L, ahead, nz);
+}
+
 // out[t * HW + p0 + l] = v[l] for the valid lanes (contiguous (T, H*W) plane of y / dx).
 template <int L, typename T, typename A>
 inline void store_plane(T* out, int64_t HW, int t, const Lanes<L>& ln, const A* v) {
@@ -145,11 +147,9 @@ inline void store_plane(T* out, int64_t HW, int t, const Lanes<L>& ln, const A* 
   }
 }
 
-// dst[off[l]] = v[l] for the n valid lanes (a plain copy for unit-stride lanes).
+// dst[off[l]] = v[l] for the n valid lanes (a plain copy for unit-stride lanes, see Lanes::unit).
 template <int L, typename A>
-inline void scatter_row(A* dst, const int64_t* off, int n, const A* v) {
-  bool unit = true;
-  for (int l = 1; l < n; ++l) unit = unit && off[l] == off[0] + l;
+inline void scatter_row(A* dst, const int64_t* off, bool unit, int n, const A* v) {
   if (unit) {
     std::memcpy(dst + off[0], v, sizeof(A) * n);
   } else {
@@ -162,17 +162,12 @@ void fwd_columns(const Problem& pb, const Twiddles<A>& tw, int64_t bc, int64_t p
   using V = typename Vec<A>::type;
   constexpr int L = Vec<A>::L;
   const int Tn = pb.T, M = pb.M;
-  const int64_t HW = pb.H * pb.W, b = bc / pb.C, c = bc % pb.C;
+  const int64_t HW = pb.H * pb.W;
   const Lanes<L> ln(p0, n, pb.W);
-  int64_t off[L];
   alignas(32) A xb[kMaxT * L], fb[2 * KMAX * L];
 
-  ln.offsets(pb.sx, off);
-  gather<L>(pb.x.data_ptr<T>() + b * pb.sx.b + c * pb.sx.c, pb.sx.t, off, Tn, xb, n);
-  ln.offsets(pb.sf, off);
-  const T* fp = pb.filt.data_ptr<T>() + b * pb.sf.b + c * pb.sf.c;
-  gather<L>(fp, pb.sf.t, off, M, fb, n);                  // real parts, (k, l)
-  gather<L>(fp + pb.sf.ri, pb.sf.t, off, M, fb + KMAX * L, n);  // imaginary parts
+  gather_plane<L, T>(pb, pb.x, pb.sx, bc, ln, Tn, xb);
+  gather_filter<L, T>(pb, bc, ln, fb, fb + KMAX * L);  // real parts (k, l), then the imaginary parts
 
   V xr[KMAX], xi[KMAX];
   analysis<KMAX, V, A>([&](int t) { return vload<V>(xb + t * L); }, Tn, M, 0, tw.c, tw.s, xr, xi);
@@ -182,8 +177,7 @@ void fwd_columns(const Problem& pb, const Twiddles<A>& tw, int64_t bc, int64_t p
   alignas(32) A rb[kMaxT * L];
   const bool has_res = pb.residual.defined();
   if (has_res) {
-    ln.offsets(pb.sr, off);
-    gather<L>(pb.residual.data_ptr<T>() + b * pb.sr.b + c * pb.sr.c, pb.sr.t, off, Tn, rb, n);
+    gather_plane<L, T>(pb, pb.residual, pb.sr, bc, ln, Tn, rb);
   }
   T* yp = y + bc * Tn * HW;
   for (int t = 0; t < Tn; ++t) {
@@ -206,12 +200,8 @@ void bwd_columns(const Problem& pb, const Twiddles<A>& tw, int64_t bc, int64_t p
   int64_t off[L];
   alignas(32) A db[kMaxT * L], fb[2 * KMAX * L];
 
-  ln.offsets(pb.sdy, off);
-  gather<L>(pb.dy.data_ptr<T>() + b * pb.sdy.b + c * pb.sdy.c, pb.sdy.t, off, Tn, db, n);
-  ln.offsets(pb.sf, off);
-  const T* fp = pb.filt.data_ptr<T>() + b * pb.sf.b + c * pb.sf.c;
-  gather<L>(fp, pb.sf.t, off, M, fb, n);
-  gather<L>(fp + pb.sf.ri, pb.sf.t, off, M, fb + KMAX * L, n);
+  gather_plane<L, T>(pb, pb.dy, pb.sdy, bc, ln, Tn, db);
+  gather_filter<L, T>(pb, bc, ln, fb, fb + KMAX * L);
 
   // G = w_k analysis(dy)
   V gr[KMAX], gi[KMAX];
@@ -223,20 +213,25 @@ void bwd_columns(const Problem& pb, const Twiddles<A>& tw, int64_t bc, int64_t p
   }
   if (dfilt != nullptr) {
     alignas(32) A xb[kMaxT * L];
-    ln.offsets(pb.sx, off);
-    gather<L>(pb.x.data_ptr<T>() + b * pb.sx.b + c * pb.sx.c, pb.sx.t, off, Tn, xb, n);
-    V xr[KMAX], xi[KMAX];
-    analysis<KMAX, V, A>([&](int t) { return vload<V>(xb + t * L); }, Tn, M, 0, tw.c, tw.s, xr, xi);
+    gather_plane<L, T>(pb, pb.x, pb.sx, bc, ln, Tn, xb);
     A* dp = dfilt + b * sdf.b + c * sdf.c;
     ln.offsets(sdf, off);
-    for (int k = 0; k < M; ++k) {
-      V dfr, dfi;
-      filter_grad<V>(gr[k], gi[k], xr[k], xi[k], dfr, dfi);
-      alignas(32) A r[L], i[L];
-      vstore<V>(r, dfr);
-      vstore<V>(i, dfi);
-      scatter_row<L>(dp + k * sdf.t, off, ln.n, r);
-      scatter_row<L>(dp + k * sdf.t + sdf.ri, off, ln.n, i);
+    const bool unit = ln.unit(sdf, pb.W);
+    // the CUDA kernel's schedule: x's spectrum recomputed KC frequencies at a time (analysis from k0 > 0)
+    constexpr int KC = KMAX < spectrum_chunk<A>() ? KMAX : spectrum_chunk<A>();
+    for (int k0 = 0; k0 < M; k0 += KC) {
+      V xr[KC], xi[KC];
+      analysis<KC, V, A>([&](int t) { return vload<V>(xb + t * L); }, Tn, M, k0, tw.c, tw.s, xr, xi);
+      for (int kk = 0; kk < KC && k0 + kk < M; ++kk) {
+        const int k = k0 + kk;
+        V dfr, dfi;
+        filter_grad<V>(gr[k], gi[k], xr[kk], xi[kk], dfr, dfi);
+        alignas(32) A r[L], i[L];
+        vstore<V>(r, dfr);
+        vstore<V>(i, dfi);
+        scatter_row<L>(dp + k * sdf.t, off, unit, ln.n, r);
+        scatter_row<L>(dp + k * sdf.t + sdf.ri, off, unit, ln.n, i);
+      }
     }
   }
   if (dx != nullptr) {
@@ -398,32 +393,18 @@ inline void synthesize(const DftMats<A>& dm, const A* c, const A* s, const A* zr
   unfold<V, A>(ab, dm.nuP, dm.T, dm.nv, ld, nc, out);
 }
 
-// The filter of a tile: fr[k * NT + l], fi[k * NT + l] = filt[b, c, k, p0 + l, 0 / 1], k < M.
-template <int NT, typename T, typename A>
-inline void gather_filter(const Problem& pb, int64_t b, int64_t c, const Lanes<NT>& ln, A* fr, A* fi, int64_t ahead) {
-  int64_t off[NT];
-  ln.offsets(pb.sf, off);
-  const T* fp = pb.filt.data_ptr<T>() + b * pb.sf.b + c * pb.sf.c;
-  const int nz = round_up(ln.n, kNV * Vec<A>::L);  // the register-tile chunks that are computed
-  gather<NT>(fp, pb.sf.t, off, pb.M, fr, ln.n, NT, ahead, nz);
-  gather<NT>(fp + pb.sf.ri, pb.sf.t, off, pb.M, fi, ln.n, NT, ahead, nz);
-}
-
 template <typename T, typename A>
 void fwd_gemm_block(const Problem& pb, const DftMats<A>& dm, Scratch<A>& w, int64_t bc, int64_t p0, int n, T* y) {
   using V = typename Vec<A>::type;
   constexpr int L = Vec<A>::L, NB = kNV * L, NT = tile_cols<A>();
   const int Tn = pb.T, M = pb.M, nch = (n + NB - 1) / NB, nc = nch * NB;
-  const int64_t HW = pb.H * pb.W, b = bc / pb.C, c = bc % pb.C;
+  const int64_t HW = pb.H * pb.W;
   const Lanes<NT> ln(p0, n, pb.W);
   const NextTile nt(pb, bc, p0, NT);
-  int64_t off[NT];
 
-  ln.offsets(pb.sx, off);
-  gather<NT>(pb.x.data_ptr<T>() + b * pb.sx.b + c * pb.sx.c, pb.sx.t, off, Tn, w.io, n, NT,
-             nt.ahead(pb, pb.sx, bc, p0), nc);
+  gather_plane<NT, T>(pb, pb.x, pb.sx, bc, ln, Tn, w.io, nt.ahead(pb, pb.sx, bc, p0), nc);
   analyze<V, A>(dm, dm.ca.data(), dm.sa.data(), w.io, w.uv, w.pr, w.pi, NT, nch, nc);
-  gather_filter<NT, T, A>(pb, b, c, ln, w.fr, w.fi, nt.ahead(pb, pb.sf, bc, p0));
+  gather_filter<NT, T>(pb, bc, ln, w.fr, w.fi, nt.ahead(pb, pb.sf, bc, p0), nc);
   for (int k = 0; k < M; ++k)
     for (int v = 0; v < nch * kNV; ++v) {
       const int o = k * NT + v * L;
@@ -434,9 +415,7 @@ void fwd_gemm_block(const Problem& pb, const DftMats<A>& dm, Scratch<A>& w, int6
     }
   synthesize<V, A>(dm, dm.cs.data(), dm.ss.data(), w.pr, w.pi, w.uv, w.io, NT, nch, nc);
   if (pb.residual.defined()) {
-    ln.offsets(pb.sr, off);
-    gather<NT>(pb.residual.data_ptr<T>() + b * pb.sr.b + c * pb.sr.c, pb.sr.t, off, Tn, w.aux, n, NT,
-               nt.ahead(pb, pb.sr, bc, p0), nc);
+    gather_plane<NT, T>(pb, pb.residual, pb.sr, bc, ln, Tn, w.aux, nt.ahead(pb, pb.sr, bc, p0), nc);
     for (int t = 0; t < Tn; ++t)
       for (int v = 0; v < nch * kNV; ++v) {
         A* o = w.io + t * NT + v * L;
@@ -458,17 +437,14 @@ void bwd_gemm_block(const Problem& pb, const DftMats<A>& dm, Scratch<A>& w, int6
   const NextTile nt(pb, bc, p0, NT);
   int64_t off[NT];
 
-  ln.offsets(pb.sdy, off);
-  gather<NT>(pb.dy.data_ptr<T>() + b * pb.sdy.b + c * pb.sdy.c, pb.sdy.t, off, Tn, w.io, n, NT,
-             nt.ahead(pb, pb.sdy, bc, p0), nc);
+  gather_plane<NT, T>(pb, pb.dy, pb.sdy, bc, ln, Tn, w.io, nt.ahead(pb, pb.sdy, bc, p0), nc);
   analyze<V, A>(dm, dm.caw.data(), dm.saw.data(), w.io, w.uv, w.pr, w.pi, NT, nch, nc);  // G = w analysis(dy)
   if (dfilt != nullptr) {
-    ln.offsets(pb.sx, off);
-    gather<NT>(pb.x.data_ptr<T>() + b * pb.sx.b + c * pb.sx.c, pb.sx.t, off, Tn, w.aux, n, NT,
-               nt.ahead(pb, pb.sx, bc, p0), nc);
+    gather_plane<NT, T>(pb, pb.x, pb.sx, bc, ln, Tn, w.aux, nt.ahead(pb, pb.sx, bc, p0), nc);
     analyze<V, A>(dm, dm.ca.data(), dm.sa.data(), w.aux, w.uv, w.xr, w.xi, NT, nch, nc);
     A* dp = dfilt + b * sdf.b + c * sdf.c;
     ln.offsets(sdf, off);
+    const bool unit = ln.unit(sdf, pb.W);
     for (int k = 0; k < M; ++k) {
       alignas(32) A r[NT], i[NT];
       for (int v = 0; v < nch * kNV; ++v) {
@@ -478,12 +454,12 @@ void bwd_gemm_block(const Problem& pb, const DftMats<A>& dm, Scratch<A>& w, int6
         vstore<V>(r + v * L, dfr);
         vstore<V>(i + v * L, dfi);
       }
-      scatter_row<NT>(dp + k * sdf.t, off, ln.n, r);
-      scatter_row<NT>(dp + k * sdf.t + sdf.ri, off, ln.n, i);
+      scatter_row<NT>(dp + k * sdf.t, off, unit, ln.n, r);
+      scatter_row<NT>(dp + k * sdf.t + sdf.ri, off, unit, ln.n, i);
     }
   }
   if (dx != nullptr) {
-    gather_filter<NT, T, A>(pb, b, c, ln, w.fr, w.fi, nt.ahead(pb, pb.sf, bc, p0));
+    gather_filter<NT, T>(pb, bc, ln, w.fr, w.fi, nt.ahead(pb, pb.sf, bc, p0), nc);
     for (int k = 0; k < M; ++k)
       for (int v = 0; v < nch * kNV; ++v) {
         const int o = k * NT + v * L;

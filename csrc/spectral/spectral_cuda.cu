@@ -27,11 +27,6 @@ namespace spectral {
 namespace {
 
 constexpr int kThreads = 128;  // __launch_bounds__(kThreads, 1): without the min-blocks hint ptxas spilled at 64-128 registers
-// KC: frequencies of x's spectrum recomputed at a time in the backward (fewer for fp64: 2 registers per value)
-template <typename A>
-constexpr int chunk_of() {
-  return sizeof(A) == 8 ? 4 : 8;
-}
 constexpr int64_t kMaxGridX = int64_t{1} << 30;
 
 // Grid: blockIdx.x * blockDim.x + threadIdx.x = position p = h * W + w of a plane, blockIdx.y = plane b * C + c
@@ -107,9 +102,9 @@ __global__ void __launch_bounds__(kThreads, 1)
       const T* xp = x + column_offset(bc, p, sx, g);
       A* op = dfilt + column_offset(bc, p, sdf, g);  // dfilt[b, c, k, h, w, ri] = op[k * sdf.t + ri * sdf.ri]
 #pragma unroll
-      for (int k0 = 0; k0 < KMAX; k0 += chunk_of<A>()) {
+      for (int k0 = 0; k0 < KMAX; k0 += spectrum_chunk<A>()) {
         if (k0 < M) {
-          constexpr int KC = KMAX < chunk_of<A>() ? KMAX : chunk_of<A>();
+          constexpr int KC = KMAX < spectrum_chunk<A>() ? KMAX : spectrum_chunk<A>();
           A xr[KC], xi[KC];
           analysis<KC, A, A>([=](int t) { return to_acc<A>(xp[t * sx.t]); }, T_, M, k0, sc, ss, xr, xi);
 #pragma unroll

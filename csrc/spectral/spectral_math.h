@@ -17,6 +17,8 @@
 
 #if defined(__CUDA_ARCH__)
 #define FXK_SPEC_UNROLL _Pragma("unroll")
+#elif defined(__CUDACC__)
+#define FXK_SPEC_UNROLL  // nvcc's host pass: the host copies of device code are never run
 #else
 #define FXK_SPEC_UNROLL _Pragma("GCC unroll 40")
 #endif
@@ -113,6 +115,12 @@ FXK_HD_INLINE void spectrum_grad(const V& fr, const V& fi, V& gr, V& gi) {
   const V i = fr * gi - fi * gr;
   gr = r;
   gi = i;
+}
+
+// Frequencies of x's spectrum the backward recomputes at a time (CUDA registers: 2 per value in fp64), KC.
+template <typename A>
+constexpr int spectrum_chunk() {
+  return sizeof(A) == 8 ? 4 : 8;
 }
 
 // Host: calls fn(std::integral_constant<int, KMAX>) for the frequency class of M (the kernels' template argument).

@@ -110,7 +110,9 @@ def check(x, filt, residual, dy, dtype, df_dtype=None):
     assert y.dtype == x.dtype and y.is_contiguous() and y.shape == x.shape
     assert dx.dtype == x.dtype and dx.is_contiguous() and dx.shape == x.shape
     # filt's layout when filt is dense (autograd keeps it as filt.grad without a copy), else contiguous
-    assert dfilt.dtype == acc and dfilt.stride() == torch.empty_like(filt).stride() and dfilt.shape == filt.shape
+    assert (
+        dfilt.dtype == acc and dfilt.stride() == torch.empty_like(filt).stride() and dfilt.shape == filt.shape
+    )
     assert_close(y, r_y, dtype, "y")
     assert_close(dx, r_dx, dtype, "dx")
     assert_close(dfilt, r_df, df_dtype or dtype, "dfilt")

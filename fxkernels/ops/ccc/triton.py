@@ -73,6 +73,7 @@ from fxkernels._triton_utils import (
     launch,
     make_spec,
     next_pow2,
+    round_to,
     variant_name,
 )
 
@@ -96,24 +97,10 @@ _DTYPES = (torch.float32, torch.float64, torch.float16, torch.bfloat16)
 
 
 @triton.jit
-def _round_to(v, DT: tl.constexpr):
-    """v (fp32 / fp64) rounded to the storage dtype DT, kept in v's dtype.  bf16 rounds to nearest even
-    by bit arithmetic: the same as the GPU's cvt.rn, and also exact under TRITON_INTERPRET (whose
-    fp32 -> bf16 cast does not round to nearest)."""
-    if DT == tl.bfloat16:
-        u = v.to(tl.uint32, bitcast=True)
-        u = u + (0x7FFF + ((u >> 16) & 1))
-        r = ((u >> 16) << 16).to(tl.float32, bitcast=True)
-        return tl.where(v == v, r, v)  # NaN stays NaN
-    else:
-        return v.to(DT).to(v.dtype)
-
-
-@triton.jit
 def _max_step(pre, s, best, arg, DT: tl.constexpr):
     """One slot of the running max: v = ReLU(round_to_DT(pre)); a strictly larger v takes the place, so
     the first maximising slot is kept."""
-    v = tl.maximum(_round_to(pre, DT), 0.0)
+    v = tl.maximum(round_to(pre, DT), 0.0)
     better = v > best
     return tl.where(better, v, best), tl.where(better, s, arg)
 

@@ -38,7 +38,6 @@ from __future__ import annotations
 import operator
 
 import torch
-import triton
 import triton.language as tl
 
 from fxkernels._triton_utils import (
@@ -52,6 +51,7 @@ from fxkernels._triton_utils import (
     launch,
     make_spec,
     next_pow2,
+    to_storage,
 )
 
 BQ_CLASSES = (4, 8, 16, 32, 64)
@@ -62,18 +62,6 @@ _BW = 16
 
 # ==================================================================================================
 # kernels
-
-
-@triton.jit
-def _to_storage(v, DT: tl.constexpr):
-    """v (fp32 / fp64) rounded once to DT; bf16 rounds to nearest even by bit arithmetic (the GPU's
-    cvt.rn; the interpreter's own fp32 -> bf16 cast truncates)."""
-    if DT == tl.bfloat16:
-        u = v.to(tl.uint32, bitcast=True)
-        u = ((u + (0x7FFF + ((u >> 16) & 1))) >> 16) << 16
-        r = u.to(tl.float32, bitcast=True)
-        v = tl.where(v == v, r, v)  # NaN stays NaN
-    return v.to(DT)
 
 
 @kernel
@@ -140,7 +128,7 @@ def _spatial_correlation_fwd_kernel(
     HW = H * W
     out_base = out_ptr + b.to(tl.int64) * (P * P * HW)
     out_off = (p * P + q[:, None]) * HW + h * W + w[None, :]
-    tl.store(out_base + out_off, _to_storage(acc, DT), mask=(q[:, None] < P) & wmask[None, :])
+    tl.store(out_base + out_off, to_storage(acc, DT), mask=(q[:, None] < P) & wmask[None, :])
 
 
 @kernel
@@ -218,7 +206,7 @@ def _spatial_correlation_bwd_kernel(
     acc = tl.sum(acc3, axis=1)  # (BC, BW)
     dst_off = (c[:, None] * H + h) * W + w[None, :]
     dst_base = dst_ptr + b.to(tl.int64) * C * H * W
-    tl.store(dst_base + dst_off, _to_storage(acc, DT), mask=cm[:, None] & wmask[None, :])
+    tl.store(dst_base + dst_off, to_storage(acc, DT), mask=cm[:, None] & wmask[None, :])
 
 
 # ==================================================================================================

@@ -51,7 +51,6 @@ from __future__ import annotations
 import functools
 
 import torch
-import triton
 import triton.language as tl
 
 from fxkernels._triton_utils import (
@@ -68,6 +67,7 @@ from fxkernels._triton_utils import (
     launch,
     make_spec,
     next_pow2,
+    to_storage,
     variant_name,
 )
 
@@ -79,18 +79,6 @@ MAX_T = TP_CLASSES[-1]
 
 # ==================================================================================================
 # kernels
-
-
-@triton.jit
-def _round_to(v, DT: tl.constexpr):
-    """v (fp32 / fp64) rounded once to DT; bf16 rounds to nearest even by bit arithmetic (the GPU's
-    cvt.rn; the interpreter's own fp32 -> bf16 cast truncates)."""
-    if DT == tl.bfloat16:
-        u = v.to(tl.uint32, bitcast=True)
-        u = ((u + (0x7FFF + ((u >> 16) & 1))) >> 16) << 16
-        r = u.to(tl.float32, bitcast=True)
-        v = tl.where(v == v, r, v)  # NaN stays NaN
-    return v.to(DT)
 
 
 @kernel
@@ -178,7 +166,7 @@ def _spectral_filter_fwd_kernel(
         y = tl.dot(tl.load(m_ptr + 3 * KP * TP + mt), zi, y, input_precision=PREC, out_dtype=ACC)
         res = tl.load(r_base + t[:, None] * srt + r_pos, mask=om & (has_res != 0), other=0.0)
         y += res.to(ACC)
-        tl.store(y_base + t[:, None] * HW + p[None, :], _round_to(y, DT), mask=om)
+        tl.store(y_base + t[:, None] * HW + p[None, :], to_storage(y, DT), mask=om)
 
 
 @kernel
@@ -293,7 +281,7 @@ def _spectral_filter_bwd_kernel(
             mt = t[:, None] + k[None, :] * TP
             dx = tl.dot(tl.load(m_ptr + mt), dxr, input_precision=PREC, out_dtype=ACC)
             dx = tl.dot(tl.load(m_ptr + KP * TP + mt), dxi, dx, input_precision=PREC, out_dtype=ACC)
-            tl.store(dx_base + t[:, None] * HW + p[None, :], _round_to(dx, DT), mask=om)
+            tl.store(dx_base + t[:, None] * HW + p[None, :], to_storage(dx, DT), mask=om)
 
 
 # ==================================================================================================
