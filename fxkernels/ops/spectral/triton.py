@@ -51,6 +51,7 @@ from __future__ import annotations
 import functools
 
 import torch
+import triton
 import triton.language as tl
 
 from fxkernels._triton_utils import (
@@ -79,6 +80,32 @@ MAX_T = TP_CLASSES[-1]
 
 # ==================================================================================================
 # kernels
+
+
+@triton.jit
+def _columns(HW, W, C, BP: tl.constexpr):
+    """The program's BP columns: (b, c, b * C + c, positions p, p < HW, their h, w)."""
+    npb = tl.cdiv(HW, BP)
+    pid = tl.program_id(0)  # (b * C + c) * npb + pb
+    pb = pid % npb
+    bc = pid // npb
+    c = bc % C
+    b = bc // C
+    p = pb * BP + tl.arange(0, BP)
+    return b, c, bc, p, p < HW, p // W, p % W
+
+
+@triton.jit
+def _load_filter(f_ptr, b, c, h, w, pm, kk, T, NR, sfb, sfc, sfm, sfh, sfw, sfz, ACC: tl.constexpr):
+    """The filter of the columns in the packed slots, (KP, BP) each: Fr, Fi (0 in slot 0: DC has no imaginary
+    part and slot 0 of the imaginary rows holds the Nyquist term) and Fr' (Fr with the Nyquist filter in slot 0)."""
+    f_base = f_ptr + b.to(tl.int64) * sfb + c.to(tl.int64) * sfc
+    f_pos = (h * sfh + w * sfw)[None, :]
+    fm = (kk < NR) & pm[None, :]
+    fr = tl.load(f_base + kk * sfm + f_pos, mask=fm, other=0.0).to(ACC)
+    fi = tl.load(f_base + kk * sfm + sfz + f_pos, mask=fm & (kk > 0), other=0.0).to(ACC)
+    frn = tl.load(f_base + (T // 2) * sfm + f_pos, mask=pm[None, :] & (T % 2 == 0), other=0.0).to(ACC)
+    return fr, fi, tl.where(kk == 0, frn, fr)
 
 
 @kernel
@@ -118,16 +145,7 @@ def _spectral_filter_fwd_kernel(
 ):
     """y[b, c, :, p] = irfft(rfft(x[b, c, :, p]) * F[b, c, :, p]) (+ residual) for BP positions p."""
     DT = y_ptr.dtype.element_ty
-    npb = tl.cdiv(HW, BP)
-    pid = tl.program_id(0)  # (b * C + c) * npb + pb
-    pb = pid % npb
-    bc = pid // npb
-    c = bc % C
-    b = bc // C
-    p = pb * BP + tl.arange(0, BP)
-    pm = p < HW
-    h = p // W
-    w = p % W
+    b, c, bc, p, pm, h, w = _columns(HW, W, C, BP)
     tc = tl.arange(0, TC)
     k = tl.arange(0, KP)
     kk = k[:, None]
@@ -145,13 +163,7 @@ def _spectral_filter_fwd_kernel(
         xr = tl.dot(tl.load(m_ptr + mk), xt, xr, input_precision=PREC, out_dtype=ACC)
         xi = tl.dot(tl.load(m_ptr + KP * TP + mk), xt, xi, input_precision=PREC, out_dtype=ACC)
     # filter (KP, BP) through its strides; slot 0 of the imaginary parts is the Nyquist term
-    f_base = f_ptr + b.to(tl.int64) * sfb + c.to(tl.int64) * sfc
-    f_pos = (h * sfh + w * sfw)[None, :]
-    fm = (kk < NR) & pm[None, :]
-    fr = tl.load(f_base + kk * sfm + f_pos, mask=fm, other=0.0).to(ACC)
-    fi = tl.load(f_base + kk * sfm + sfz + f_pos, mask=fm & (kk > 0), other=0.0).to(ACC)
-    frn = tl.load(f_base + (T // 2) * sfm + f_pos, mask=pm[None, :] & (T % 2 == 0), other=0.0).to(ACC)
-    fr2 = tl.where(kk == 0, frn, fr)
+    fr, fi, fr2 = _load_filter(f_ptr, b, c, h, w, pm, kk, T, NR, sfb, sfc, sfm, sfh, sfw, sfz, ACC)
     zr = fr * xr - fi * xi
     zi = fr2 * xi + fi * xr
     # synthesis y = CR^T Zr + CI^T Zi (+ residual), TC output rows at a time
@@ -214,16 +226,7 @@ def _spectral_filter_bwd_kernel(
 ):
     """dx (NEED_DX) and the per-column dfilt (NEED_DFILT) of BP columns (see the module docstring)."""
     DT = dx_ptr.dtype.element_ty
-    npb = tl.cdiv(HW, BP)
-    pid = tl.program_id(0)  # (b * C + c) * npb + pb
-    pb = pid % npb
-    bc = pid // npb
-    c = bc % C
-    b = bc // C
-    p = pb * BP + tl.arange(0, BP)
-    pm = p < HW
-    h = p // W
-    w = p % W
+    b, c, bc, p, pm, h, w = _columns(HW, W, C, BP)
     tc = tl.arange(0, TC)
     k = tl.arange(0, KP)
     kk = k[:, None]
@@ -265,13 +268,7 @@ def _spectral_filter_bwd_kernel(
         tl.store(df_base + n_off, dfn, mask=nm)
         tl.store(df_base + n_off + sgz, tl.zeros_like(dfn), mask=nm)
     if NEED_DX:
-        f_base = f_ptr + b.to(tl.int64) * sfb + c.to(tl.int64) * sfc
-        f_pos = (h * sfh + w * sfw)[None, :]
-        fm = (kk < NR) & pm[None, :]
-        fr = tl.load(f_base + kk * sfm + f_pos, mask=fm, other=0.0).to(ACC)
-        fi = tl.load(f_base + kk * sfm + sfz + f_pos, mask=fm & (kk > 0), other=0.0).to(ACC)
-        frn = tl.load(f_base + (T // 2) * sfm + f_pos, mask=pm[None, :] & (T % 2 == 0), other=0.0).to(ACC)
-        fr2 = tl.where(kk == 0, frn, fr)
+        fr, fi, fr2 = _load_filter(f_ptr, b, c, h, w, pm, kk, T, NR, sfb, sfc, sfm, sfh, sfw, sfz, ACC)
         dxr = fr * gr + fi * gi
         dxi = fr2 * gi - fi * gr
         dx_base = dx_ptr + bc.to(tl.int64) * T * HW
