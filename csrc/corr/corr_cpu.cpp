@@ -18,12 +18,7 @@ namespace corr {
 namespace {
 
 const CpuKernels& kernels() {
-  static const CpuKernels generic = make_cpu_kernels();
-#if FXK_CPU_HAVE_AVX2
-  static const CpuKernels avx2 = cpu_kernels_avx2();
-  if (fcc::cpu_isa() == "avx2") return avx2;
-#endif
-  return generic;
+  return fcc::cpu_kernel_table<CpuKernels>(make_cpu_kernels, [] { return cpu_kernels_avx2(); });
 }
 
 at::Tensor corr_fwd_cpu(const at::Tensor& f1, const at::Tensor& f2, int64_t patch, int64_t dilation) {

@@ -93,5 +93,19 @@ std::vector<std::string> cpu_isa_variants();       // variants compiled in
 void cpu_run_avx2(const Problem& pb, const at::Tensor& out, const Partials* part);
 #endif
 
+// A family's table of CPU kernels for the ISA variant in use: make_avx2() (called only in builds with
+// FXK_CPU_HAVE_AVX2) when cpu_isa() is "avx2", else make_generic(); each table is built once (per table type K).
+template <typename K, typename MakeGeneric, typename MakeAvx2>
+const K& cpu_kernel_table(MakeGeneric make_generic, MakeAvx2 make_avx2) {
+  static const K generic = make_generic();
+#if FXK_CPU_HAVE_AVX2
+  static const K avx2 = make_avx2();
+  if (cpu_isa() == "avx2") return avx2;
+#else
+  (void)make_avx2;
+#endif
+  return generic;
+}
+
 }  // namespace fcc
 }  // namespace fxk
