@@ -393,6 +393,21 @@ inline void synthesize(const DftMats<A>& dm, const A* c, const A* s, const A* zr
   unfold<V, A>(ab, dm.nuP, dm.T, dm.nv, ld, nc, out);
 }
 
+// op(fr, fi, sr, si) in place on the spectrum rows (pr, pi) of the tile for the filter rows (fr, fi): k < M, the
+// first nvec vectors of columns (the forward's complex product, the backward's spectrum gradient).
+template <typename V, typename A, typename Op>
+inline void with_filter(Scratch<A>& w, int M, int nvec, const Op& op) {
+  constexpr int L = Vec<A>::L, NT = tile_cols<A>();
+  for (int k = 0; k < M; ++k)
+    for (int v = 0; v < nvec; ++v) {
+      const int o = k * NT + v * L;
+      V sr = vload<V>(w.pr + o), si = vload<V>(w.pi + o);
+      op(vload<V>(w.fr + o), vload<V>(w.fi + o), sr, si);
+      vstore<V>(w.pr + o, sr);
+      vstore<V>(w.pi + o, si);
+    }
+}
+
 template <typename T, typename A>
 void fwd_gemm_block(const Problem& pb, const DftMats<A>& dm, Scratch<A>& w, int64_t bc, int64_t p0, int n, T* y) {
   using V = typename Vec<A>::type;
@@ -405,14 +420,7 @@ void fwd_gemm_block(const Problem& pb, const DftMats<A>& dm, Scratch<A>& w, int6
   gather_plane<NT, T>(pb, pb.x, pb.sx, bc, ln, Tn, w.io, nt.ahead(pb, pb.sx, bc, p0), nc);
   analyze<V, A>(dm, dm.ca.data(), dm.sa.data(), w.io, w.uv, w.pr, w.pi, NT, nch, nc);
   gather_filter<NT, T>(pb, bc, ln, w.fr, w.fi, nt.ahead(pb, pb.sf, bc, p0), nc);
-  for (int k = 0; k < M; ++k)
-    for (int v = 0; v < nch * kNV; ++v) {
-      const int o = k * NT + v * L;
-      V zr = vload<V>(w.pr + o), zi = vload<V>(w.pi + o);
-      complex_mul<V>(vload<V>(w.fr + o), vload<V>(w.fi + o), zr, zi);
-      vstore<V>(w.pr + o, zr);
-      vstore<V>(w.pi + o, zi);
-    }
+  with_filter<V, A>(w, M, nch * kNV, [](const V& fr, const V& fi, V& zr, V& zi) { complex_mul<V>(fr, fi, zr, zi); });
   synthesize<V, A>(dm, dm.cs.data(), dm.ss.data(), w.pr, w.pi, w.uv, w.io, NT, nch, nc);
   if (pb.residual.defined()) {
     gather_plane<NT, T>(pb, pb.residual, pb.sr, bc, ln, Tn, w.aux, nt.ahead(pb, pb.sr, bc, p0), nc);
@@ -460,14 +468,8 @@ void bwd_gemm_block(const Problem& pb, const DftMats<A>& dm, Scratch<A>& w, int6
   }
   if (dx != nullptr) {
     gather_filter<NT, T>(pb, bc, ln, w.fr, w.fi, nt.ahead(pb, pb.sf, bc, p0), nc);
-    for (int k = 0; k < M; ++k)
-      for (int v = 0; v < nch * kNV; ++v) {
-        const int o = k * NT + v * L;
-        V gr = vload<V>(w.pr + o), gi = vload<V>(w.pi + o);
-        spectrum_grad<V>(vload<V>(w.fr + o), vload<V>(w.fi + o), gr, gi);
-        vstore<V>(w.pr + o, gr);
-        vstore<V>(w.pi + o, gi);
-      }
+    with_filter<V, A>(w, M, nch * kNV,
+                      [](const V& fr, const V& fi, V& gr, V& gi) { spectrum_grad<V>(fr, fi, gr, gi); });
     synthesize<V, A>(dm, dm.cs1.data(), dm.ss1.data(), w.pr, w.pi, w.uv, w.io, NT, nch, nc);
     T* xp = dx + bc * Tn * HW;
     for (int t = 0; t < Tn; ++t) store_plane<NT>(xp, HW, t, ln, w.io + t * NT);
