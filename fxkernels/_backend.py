@@ -100,19 +100,24 @@ def backend_available(name: str, op: str, kernels: dict) -> bool:
     return False
 
 
-def resolve(backend: str, device: torch.device, op: str, kernels: dict) -> str:
-    """The concrete backend for tensors on `device`; raises a clear error for an impossible request."""
+def resolve(backend: str, device: torch.device, op: str, kernels: dict, why_not=None) -> str:
+    """The concrete backend for tensors on `device`; raises a clear error for an impossible request.
+
+    why_not(candidate) -> None if the fused backend `candidate` takes this call, else the reason: "auto"
+    skips such a backend (the next candidate, finally the reference), an explicit request raises ValueError.
+    """
     _check_name(backend)
+    asked = backend
     if backend == "auto":
         backend = default_backend()
     if backend == "auto":
         if device.type == "cuda":
-            for cand in ("triton", "cuda"):
-                if backend_available(cand, op, kernels):
-                    return cand
-            return "reference"
-        if device.type == "cpu" and backend_available("cpu", op, kernels):
-            return "cpu"
+            cands = ("triton", "cuda")
+        else:
+            cands = ("cpu",) if device.type == "cpu" else ()
+        for cand in cands:
+            if backend_available(cand, op, kernels) and (why_not is None or why_not(cand) is None):
+                return cand
         return "reference"
     if backend == "reference":
         return backend
@@ -132,4 +137,9 @@ def resolve(backend: str, device: torch.device, op: str, kernels: dict) -> str:
             f"fxkernels.{op}: backend {backend!r} cannot run on {device.type} tensors{hint}; "
             f"use backend='auto' or move the tensors"
         )
+    why = why_not(backend) if why_not is not None else None
+    if why is not None:
+        if asked == "auto":  # a default set by use_backend / FXKERNELS_BACKEND: fall back quietly
+            return "reference"
+        raise ValueError(f"fxkernels.{op}: {why}")
     return backend

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import torch
 
 FLOAT_DTYPES = (torch.float32, torch.float64, torch.float16, torch.bfloat16)
@@ -22,7 +24,8 @@ def check_tensor(op: str, name: str, t, ndim: int | None = None, shape: tuple | 
         )
     if shape is not None and tuple(t.shape) != tuple(shape):
         raise ValueError(
-            f"fxkernels.{op}: {name} must have shape {shape_desc}= {tuple(shape)}, got {tuple(t.shape)}"
+            f"fxkernels.{op}: {name} must have shape {shape_desc + '= ' if shape_desc else ''}{tuple(shape)}, "
+            f"got {tuple(t.shape)}"
         )
 
 
@@ -41,3 +44,40 @@ def check_same(op: str, ref_name: str, ref: torch.Tensor, **others):
                 f"fxkernels.{op}: {name} has dtype {t.dtype} but {ref_name} has {ref.dtype}; "
                 "all inputs must share one dtype"
             )
+
+
+def _memory_bytes(device: torch.device):
+    """Physical memory of `device` in bytes (None if unknown)."""
+    if device.type == "cuda":
+        return torch.cuda.get_device_properties(device).total_memory
+    if device.type == "cpu":
+        try:
+            return os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+        except (ValueError, OSError, AttributeError):
+            return None
+    return None  # meta and others: nothing is allocated
+
+
+def check_alloc(op: str, what: str, shape: tuple, like: torch.Tensor):
+    """A ValueError instead of an out-of-memory kill when an output could never fit on like's device."""
+    if torch.compiler.is_compiling() or like.device.type == "meta":
+        return  # symbolic sizes / nothing allocated
+    numel = 1
+    for s in shape:
+        numel *= int(s)
+    need = numel * like.element_size()
+    have = _memory_bytes(like.device)
+    if have is not None and need > have:
+        raise ValueError(
+            f"fxkernels.{op}: {what} = {tuple(int(s) for s in shape)} would take {need / 2**30:.1f} GiB, more "
+            f"than the {have / 2**30:.1f} GiB of memory of {like.device}"
+        )
+
+
+def has_data(t: torch.Tensor) -> bool:
+    """False while tracing and for meta / fake tensors: data-dependent checks (.item()) must be skipped."""
+    if torch.compiler.is_compiling() or t.device.type == "meta":
+        return False
+    from torch._subclasses.fake_tensor import is_fake
+
+    return not is_fake(t)

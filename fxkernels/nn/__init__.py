@@ -1,22 +1,17 @@
-"""Drop-in nn.Module layers built on fxkernels ops."""
+"""Drop-in nn.Module layers built on fxkernels ops: `fxkernels.nn.<family>` for every family of
+fxkernels/_families.py that has modules, everything in its `__all__` exported here and as `fxkernels.<name>`."""
 
-from .ccc import CCC, F5C, MOLF5C
-from .corr import SpatialCorrelation
-from .fcc import FCC, FCCH, FCCV, ParCFCC
-from .spectral import FWM, STFE, STFM, SpatialExtractor, TemporalFilter
+import importlib
+import importlib.util
 
-__all__ = [
-    "FCC",
-    "FCCH",
-    "FCCV",
-    "ParCFCC",
-    "CCC",
-    "F5C",
-    "MOLF5C",
-    "SpatialCorrelation",
-    "TemporalFilter",
-    "SpatialExtractor",
-    "STFE",
-    "FWM",
-    "STFM",
-]
+from .._families import FAMILIES
+
+__all__ = []
+for _family in FAMILIES:
+    if importlib.util.find_spec(f"{__name__}.{_family}") is None:
+        continue
+    _mod = importlib.import_module(f"{__name__}.{_family}")
+    for _name in _mod.__all__:
+        globals()[_name] = getattr(_mod, _name)
+        __all__.append(_name)
+del _family, _mod, _name

@@ -1,4 +1,7 @@
-"""CCC modules (SPEC 2.3): `CCC`, the paper's `F5C` block, and `MOLF5C`, the official MOL composition."""
+"""CCC modules: `CCC`, the paper's `F5C` block, and `MOLF5C`, the official MOL composition.
+
+Math, the two graph semantics and shapes: fxkernels/ops/ccc/README.md.
+"""
 
 from __future__ import annotations
 
@@ -16,9 +19,10 @@ GRAPHS = ("channel", "spatial")
 class CCC(nn.Module):
     """Channel correspondence convolution: k-NN graph + max-aggregated edge convolution.
 
-    graph="channel" (the paper): nodes are the C channels, each an (H*W)-vector; SPEC 2.1.
+    graph="channel" (the paper): nodes are the C channels, each an (H*W)-vector.
     graph="spatial" (the official MOL code): nodes are the H*W positions, the edge weights act on the
-    flattened map of each channel; SPEC 2.2.
+    flattened map of each channel; needed to reproduce official MOL checkpoints.
+    Both graphs, and why they differ: fxkernels/ops/ccc/README.md.
     The edge weights are laid out as the official `edge_feature` module: `conv1`, `conv2` =
     `Conv1d(1, N, kernel_size=N)` with N = H*W, so official state dicts load as they are.
     `out_conv` adds the paper's 1x1 convolution (C -> C); it needs `channels` (or infers it lazily).

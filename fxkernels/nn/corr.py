@@ -1,4 +1,4 @@
-"""Spatial-correlation layer (the FlowNetC cost volume, SPEC section 7)."""
+"""Spatial-correlation layer (the FlowNetC cost volume; math: fxkernels/ops/corr/README.md)."""
 
 from __future__ import annotations
 
@@ -41,3 +41,6 @@ class SpatialCorrelation(nn.Module):
             f"patch_size={self.patch_size}, dilation={self.dilation}, normalize={self.normalize}, "
             f"negative_slope={self.negative_slope}, backend={self.backend!r}"
         )
+
+
+__all__ = ["SpatialCorrelation"]

@@ -1,4 +1,7 @@
-"""FCC layers (SPEC 1.3): FCCV, FCCH, the paper's FCC block and the official MOL/ParC block ParCFCC."""
+"""FCC layers: FCCV, FCCH, the paper's FCC block and the official MOL/ParC block ParCFCC.
+
+Formulas, shapes and the official block's layout: fxkernels/ops/fcc/README.md, "Modules".
+"""
 
 from __future__ import annotations
 
@@ -147,8 +150,9 @@ class ParCFCC(nn.Module):
     def _instance(self, meta: torch.Tensor, length: int, along_h: bool) -> torch.Tensor:
         if length > self.meta_kernel_size and self.instance_kernel_method == "crop":
             raise ValueError(
-                f"fxkernels.ParCFCC: feature map side {length} exceeds meta_kernel_size {self.meta_kernel_size} "
-                "(crop needs side <= meta_kernel_size)"
+                f"fxkernels.ParCFCC: instance_kernel_method='crop' needs H, W <= meta_kernel_size = "
+                f"{self.meta_kernel_size}, got a feature map side of {length}; use a larger meta_kernel_size or "
+                "instance_kernel_method='interpolation_bilinear'"
             )
         if self.instance_kernel_method == "crop":
             inst = meta[:, :, :length, :] if along_h else meta[:, :, :, :length]
@@ -205,3 +209,6 @@ class ParCFCC(nn.Module):
             f"instance_kernel_method={self.instance_kernel_method!r}, use_pe={self.use_pe}, "
             f"mid_mix={self.mid_mix}, backend={self.backend!r}"
         )
+
+
+__all__ = ["FCCV", "FCCH", "FCC", "ParCFCC"]

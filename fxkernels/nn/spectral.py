@@ -1,4 +1,5 @@
-"""MTSTWN spatiotemporal feature modulation (SPEC 3.2): TemporalFilter, SpatialExtractor, STFE, FWM, STFM.
+"""MTSTWN spatiotemporal feature modulation: TemporalFilter, SpatialExtractor, STFE, FWM, STFM.
+(Formulas and shapes: fxkernels/ops/spectral/README.md, "Modules".)
 
 Every module maps (B, C, T, H, W) -> (B, C, T, H, W). The temporal branch runs the fused `spectral_filter`
 (rfft -> per-position complex filter -> irfft + residual in one pass); the rest is plain PyTorch.
@@ -29,15 +30,15 @@ def _check_norm(name: str, norm) -> Optional[str]:
 
 
 def _check_input(name: str, x, channels: int, T: Optional[int] = None) -> None:
-    check_tensor(name, "x", x, 5, shape_desc="(B, C, T, H, W)")
+    check_tensor(name, "the input", x, 5, shape_desc="(B, C, T, H, W)")
     if x.shape[1] != channels:
         raise ValueError(
-            f"fxkernels.{name}: x must have {channels} channels (axis 1 of (B, C, T, H, W)), "
+            f"fxkernels.{name}: the input must have {channels} channels (axis 1 of (B, C, T, H, W)), "
             f"got shape {tuple(x.shape)}"
         )
     if T is not None and x.shape[2] != T:
         raise ValueError(
-            f"fxkernels.{name}: x must have the module's T={T} frames (axis 2 of (B, C, T, H, W)), "
+            f"fxkernels.{name}: the input must have the module's T={T} frames (axis 2 of (B, C, T, H, W)), "
             f"got shape {tuple(x.shape)}"
         )
 

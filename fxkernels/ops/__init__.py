@@ -1,42 +1,21 @@
-"""fxkernels.ops: one sub-package per kernel family."""
+"""fxkernels.ops: one sub-package per kernel family (listed once, in fxkernels/_families.py).
 
-from .ccc import (
-    channel_edge_conv,
-    channel_edge_conv_ref,
-    knn_cosine,
-    knn_cosine_ref,
-    spatial_edge_conv,
-    spatial_edge_conv_ref,
-)
-from .corr import spatial_correlation, spatial_correlation_ref
-from .fcc import circular_conv, circular_conv2d, fcc2d_ref, fcc_ref
-from .spectral import spectral_filter, spectral_filter_ref
+Each family package names its public functions in `OPS`; they are exported here and as `fxkernels.<name>`.
+Every fused op is defined with the op kit (`fxkernels.ops.opkit.FusedOp`), which records it in `REGISTRY`.
+"""
 
-# op name -> family module (which exposes KERNELS); used by `python -m fxkernels` and the demo
-OP_FAMILIES = {
-    "circular_conv": "fxkernels.ops.fcc",
-    "circular_conv2d": "fxkernels.ops.fcc",
-    "knn_cosine": "fxkernels.ops.ccc.ccc",
-    "channel_edge_conv": "fxkernels.ops.ccc.ccc",
-    "spatial_edge_conv": "fxkernels.ops.ccc.ccc",
-    "spatial_correlation": "fxkernels.ops.corr.corr",
-    "spectral_filter": "fxkernels.ops.spectral.spectral",
-}
+import importlib
 
-__all__ = [
-    "circular_conv",
-    "circular_conv2d",
-    "fcc_ref",
-    "fcc2d_ref",
-    "knn_cosine",
-    "channel_edge_conv",
-    "spatial_edge_conv",
-    "knn_cosine_ref",
-    "channel_edge_conv_ref",
-    "spatial_edge_conv_ref",
-    "spatial_correlation",
-    "spatial_correlation_ref",
-    "spectral_filter",
-    "spectral_filter_ref",
-    "OP_FAMILIES",
-]
+from .._families import FAMILIES
+from .opkit import REGISTRY
+
+__all__ = ["FAMILIES", "REGISTRY", "OP_FAMILIES"]
+for _family in FAMILIES:
+    _mod = importlib.import_module(f"{__name__}.{_family}")
+    for _name in _mod.OPS:
+        globals()[_name] = getattr(_mod, _name)
+        __all__.append(_name)
+del _family, _mod, _name
+
+# op name -> the module defining it (which exposes KERNELS); used by `python -m fxkernels` and the demo
+OP_FAMILIES = {name: op.module for name, op in REGISTRY.items()}

@@ -1,11 +1,11 @@
-"""Public CCC ops: `knn_cosine`, `channel_edge_conv` (SPEC 2.1) and `spatial_edge_conv` (SPEC 2.2).
+"""Public CCC ops: `knn_cosine`, `channel_edge_conv` (paper graph) and `spatial_edge_conv` (official graph).
 
 The dense projections are GEMMs done here with torch (shared by every backend); the backends supply the
 fused k-NN and the gather-add-ReLU-max kernels and their deterministic backward (contract: README.md).
 All three are `torch.library` custom ops (`fxkernels::knn_cosine`, `fxkernels::channel_edge_conv`,
-`fxkernels::spatial_edge_conv` and their `*_backward` ops) with fake implementations and registered
-autograd, so they run under `torch.compile(fullgraph=True)`. Eager calls use a direct autograd.Function
-around the same launches (lower per-call overhead). backend="reference" runs plain PyTorch.
+`fxkernels::spatial_edge_conv` and the edge convs' `*_backward` ops) defined with the op kit
+(fxkernels/ops/opkit.py: fakes, registered autograd, an eager autograd.Function around the same launches),
+so they run under `torch.compile(fullgraph=True)`. backend="reference" runs plain PyTorch.
 """
 
 from __future__ import annotations
@@ -15,13 +15,17 @@ from typing import Optional
 import torch
 from torch import Tensor
 
-from ..._backend import resolve
-from ..._checks import check_same, check_tensor
+from ..._checks import check_same, check_tensor, has_data
+from ..opkit import FusedOp, empty_if_none
 from .reference import channel_edge_conv_ref, knn_cosine_ref, spatial_edge_conv_ref
 
 OP = "knn_cosine"
 # Which compiled kernels serve the family in each backend (availability checks, `python -m fxkernels`).
 KERNELS = {"triton": True, "cpu": "ccc_knn", "cuda": "ccc_knn"}
+_EDGE_KERNELS = {
+    False: {"triton": True, "cpu": "ccc_edge_max_fwd", "cuda": "ccc_edge_max_fwd"},
+    True: {"triton": True, "cpu": "ccc_spatial_fwd", "cuda": "ccc_spatial_fwd"},
+}
 CPU_DTYPES = (torch.float32, torch.float64, torch.float16, torch.bfloat16)
 MAX_FUSED_K = 255  # the fused kernels store the winning neighbour slot as uint8
 
@@ -60,8 +64,8 @@ def _check_nbr(op: str, nbr, shape: tuple, desc: str, bound: int, x: Tensor):
         )
     if nbr.device != x.device:
         raise ValueError(f"fxkernels.{op}: nbr is on {nbr.device} but x is on {x.device}")
-    # a data-dependent check: skipped while tracing (the kernels check again and raise)
-    if nbr.numel() and not torch.compiler.is_compiling():
+    # a data-dependent check: skipped without data (tracing, meta / fake tensors; the kernels check again)
+    if nbr.numel() and has_data(nbr):
         lo, hi = int(nbr.min()), int(nbr.max())
         if lo < 0 or hi >= bound:
             raise ValueError(
@@ -89,15 +93,13 @@ def _check_edge_inputs(op, x, nbr, weight1, weight2, bias1, bias2, spatial: bool
     check_same(op, "x", x, weight1=weight1, weight2=weight2, bias1=bias1, bias2=bias2)
 
 
-def _pick(backend: str, device, k: int, op: str) -> str:
-    be = resolve(backend, device, OP, KERNELS)
-    if be != "reference" and k > MAX_FUSED_K:
-        if backend == "auto":
-            return "reference"
-        raise ValueError(
-            f"fxkernels.{op}: the fused backends take k <= {MAX_FUSED_K}, got k={k}; use backend='reference'"
-        )
-    return be
+def _why_not(k: int):
+    def why(be: str):
+        if k > MAX_FUSED_K:
+            return f"the fused backends take k <= {MAX_FUSED_K}, got k={k}; use backend='reference'"
+        return None
+
+    return why
 
 
 # ------------------------------------------------------------------------------- shared forward/backward
@@ -160,21 +162,19 @@ _BWD = {False: _channel_bwd, True: _spatial_bwd}
 
 
 # ---------------------------------------------------------------------------------------------- the ops
-@torch.library.custom_op("fxkernels::knn_cosine", mutates_args=())
-def _knn_cosine_op(x: Tensor, k: int, backend: str) -> Tensor:
+def _knn_forward(x: Tensor, k: int, backend: str) -> Tensor:
     return _launchers(backend)["knn_cosine"](x, k)
 
 
-@_knn_cosine_op.register_fake
-def _(x, k, backend):
+def _knn_fake(x, k, backend):
     return x.new_empty((x.shape[0], x.shape[1], k), dtype=torch.int64)
 
 
-def _edge_op(spatial: bool):
-    name = "spatial_edge_conv" if spatial else "channel_edge_conv"
+knn_cosine_op = FusedOp(OP, KERNELS, forward=_knn_forward, fake=_knn_fake)  # index-valued: no backward
 
-    @torch.library.custom_op(f"fxkernels::{name}", mutates_args=())
-    def op(
+
+def _edge_op(spatial: bool) -> FusedOp:
+    def forward(
         x: Tensor,
         nbr: Tensor,
         weight1: Tensor,
@@ -185,8 +185,11 @@ def _edge_op(spatial: bool):
     ) -> tuple[Tensor, Tensor]:
         return _FWD[spatial](backend, x, nbr, weight1, weight2, bias1, bias2)
 
-    @torch.library.custom_op(f"fxkernels::{name}_backward", mutates_args=())
-    def op_bwd(
+    def fake(x, nbr, weight1, weight2, bias1, bias2, backend):
+        shape = (x.shape[0], x.shape[1], weight1.shape[0])
+        return x.new_empty(shape), x.new_empty(shape, dtype=torch.uint8)
+
+    def backward(
         dy: Tensor,
         x: Tensor,
         nbr: Tensor,
@@ -194,63 +197,44 @@ def _edge_op(spatial: bool):
         weight2: Tensor,
         y: Tensor,
         arg: Tensor,
+        need_x: bool,
         backend: str,
     ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
-        return _BWD[spatial](backend, dy, x, nbr, weight1, weight2, y, arg)
+        dx, dw1, dw2, db = _BWD[spatial](backend, dy, x, nbr, weight1, weight2, y, arg, need_x)
+        return empty_if_none(dx, x), dw1, dw2, db
 
-    @op.register_fake
-    def _(x, nbr, weight1, weight2, bias1, bias2, backend):
-        shape = (x.shape[0], x.shape[1], weight1.shape[0])
-        return x.new_empty(shape), x.new_empty(shape, dtype=torch.uint8)
+    def backward_fake(dy, x, nbr, weight1, weight2, y, arg, need_x, backend):
+        dx = torch.empty_like(x, memory_format=torch.contiguous_format) if need_x else x.new_empty(0)
+        return dx, torch.empty_like(weight1), torch.empty_like(weight2), weight1.new_empty(weight1.shape[0])
 
-    @op_bwd.register_fake
-    def _(dy, x, nbr, weight1, weight2, y, arg, backend):
-        return (
-            torch.empty_like(x, memory_format=torch.contiguous_format),
-            torch.empty_like(weight1),
-            torch.empty_like(weight2),
-            weight1.new_empty(weight1.shape[0]),
-        )
-
-    def setup_context(ctx, inputs, output):
-        x, nbr, w1, w2, b1, b2, backend = inputs
+    def setup(ctx, args, output):
+        x, nbr, w1, w2, b1, b2 = args
         y, arg = output
         ctx.save_for_backward(x, nbr, w1, w2, y, arg)
         ctx.has_b = (b1 is not None, b2 is not None)
-        ctx.backend = backend
         ctx.mark_non_differentiable(arg)
 
-    def backward(ctx, dy, _darg):
-        x, nbr, w1, w2, y, arg = ctx.saved_tensors
-        dx, dw1, dw2, db = op_bwd(dy.contiguous(), x, nbr, w1, w2, y, arg, ctx.backend)
-        return dx, None, dw1, dw2, db if ctx.has_b[0] else None, db if ctx.has_b[1] else None, None
-
-    op.register_autograd(backward, setup_context=setup_context)
-    return op
-
-
-_channel_edge_conv_op = _edge_op(spatial=False)
-_spatial_edge_conv_op = _edge_op(spatial=True)
-
-
-# ------------------------------------------------------------------------------ eager fast path
-class _EdgeConvFunction(torch.autograd.Function):
-    """The same launches as the custom ops without the custom-op dispatch, for eager calls."""
-
-    @staticmethod
-    def forward(ctx, x, nbr, w1, w2, b1, b2, backend, spatial):
-        y, arg = _FWD[spatial](backend, x, nbr, w1, w2, b1, b2)
-        ctx.save_for_backward(x, nbr, w1, w2, y, arg)
-        ctx.has_b = (b1 is not None, b2 is not None)
-        ctx.backend, ctx.spatial = backend, spatial
-        return y
-
-    @staticmethod
-    def backward(ctx, dy):
+    def grads(ctx, bwd, dy, _darg):
         x, nbr, w1, w2, y, arg = ctx.saved_tensors
         need_x = ctx.needs_input_grad[0]
-        dx, dw1, dw2, db = _BWD[ctx.spatial](ctx.backend, dy.contiguous(), x, nbr, w1, w2, y, arg, need_x)
-        return dx, None, dw1, dw2, db if ctx.has_b[0] else None, db if ctx.has_b[1] else None, None, None
+        dx, dw1, dw2, db = bwd(dy.contiguous(), x, nbr, w1, w2, y, arg, need_x)
+        dx = dx if need_x else None
+        return dx, None, dw1, dw2, db if ctx.has_b[0] else None, db if ctx.has_b[1] else None
+
+    return FusedOp(
+        "spatial_edge_conv" if spatial else "channel_edge_conv",
+        _EDGE_KERNELS[spatial],
+        forward=forward,
+        fake=fake,
+        backward=backward,
+        backward_fake=backward_fake,
+        setup=setup,
+        grads=grads,
+    )
+
+
+channel_edge_conv_op = _edge_op(spatial=False)
+spatial_edge_conv_op = _edge_op(spatial=True)
 
 
 # ------------------------------------------------------------------------------------ public functions
@@ -268,25 +252,21 @@ def knn_cosine(x: Tensor, k: int, backend: str = "auto") -> Tensor:
     check_tensor("knn_cosine", "x", x, 3, shape_desc="(B, C, N)")
     _check_k("knn_cosine", k, x.shape[1], "C")
     x = x.detach()
-    be = resolve(backend, x.device, OP, KERNELS)
+    be = knn_cosine_op.resolve(backend, x.device)
     if be == "reference":
         return knn_cosine_ref(x, k)
-    if not torch.compiler.is_compiling():
-        return _launchers(be)["knn_cosine"](x, k)
-    return torch.ops.fxkernels.knn_cosine(x, k, be)
+    return knn_cosine_op(x, k, be)
 
 
 def _edge_conv(spatial, x, nbr, weight1, weight2, bias1, bias2, backend):
     op = "spatial_edge_conv" if spatial else "channel_edge_conv"
     _check_edge_inputs(op, x, nbr, weight1, weight2, bias1, bias2, spatial)
-    be = _pick(backend, x.device, nbr.shape[-1], op)
+    fused = spatial_edge_conv_op if spatial else channel_edge_conv_op
+    be = fused.resolve(backend, x.device, _why_not(nbr.shape[-1]))
     if be == "reference":
         ref = spatial_edge_conv_ref if spatial else channel_edge_conv_ref
         return ref(x, nbr, weight1, weight2, bias1, bias2)
-    if not torch.compiler.is_compiling():
-        return _EdgeConvFunction.apply(x, nbr, weight1, weight2, bias1, bias2, be, spatial)
-    registered = torch.ops.fxkernels.spatial_edge_conv if spatial else torch.ops.fxkernels.channel_edge_conv
-    return registered(x, nbr, weight1, weight2, bias1, bias2, be)[0]
+    return fused(x, nbr, weight1, weight2, bias1, bias2, be)[0]
 
 
 def channel_edge_conv(
@@ -298,7 +278,7 @@ def channel_edge_conv(
     bias2: Optional[Tensor] = None,
     backend: str = "auto",
 ) -> Tensor:
-    """Edge convolution over the channel graph (MOL paper, SPEC 2.1), max-aggregated.
+    """Edge convolution over the channel graph (MOL paper; README.md "Channel graph"), max-aggregated.
 
     y[b,i,:] = max_{j in nbr[b,i]} ReLU(W1 x_i + b1 + W2 (x_j - x_i) + b2).
 
@@ -323,7 +303,7 @@ def spatial_edge_conv(
     bias2: Optional[Tensor] = None,
     backend: str = "auto",
 ) -> Tensor:
-    """Edge convolution over the spatial graph, the official MOL code's semantics (SPEC 2.2).
+    """Edge convolution over the spatial graph, the official MOL code's semantics (README.md "Spatial graph").
 
     y[b,c,:] = max_j ReLU(W1 x_c + b1 + W2 (P_j x_c - 2 x_c) + b2),  (P_j x_c)[n] = x[b,c,nbr[b,n,j]].
 

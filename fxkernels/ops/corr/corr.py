@@ -1,8 +1,8 @@
-"""Public op `spatial_correlation` (SPEC section 7): the FlowNetC cost volume used by MOL.
+"""Public op `spatial_correlation`: the FlowNetC cost volume used by MOL (math in README.md).
 
-Registered as the `torch.library` custom ops `fxkernels::spatial_correlation` and
-`fxkernels::spatial_correlation_backward` (fake implementations and registered autograd), so it runs under
-`torch.compile(fullgraph=True)`. Eager calls use a direct autograd.Function around the same launches.
+Defined with the op kit (fxkernels/ops/opkit.py) as the custom ops `fxkernels::spatial_correlation` and
+`fxkernels::spatial_correlation_backward` (fakes and registered autograd), so it runs under
+`torch.compile(fullgraph=True)`; eager calls use an autograd.Function around the same launches.
 The backends follow the contract in README.md; backend="reference" runs plain PyTorch.
 """
 
@@ -11,13 +11,14 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from ..._backend import resolve
-from ..._checks import check_same, check_tensor
+from ..._checks import check_alloc, check_same, check_tensor
+from ..opkit import FusedOp
 from .reference import spatial_correlation_ref
 
 OP = "spatial_correlation"
 # Which compiled kernels serve the family in each backend (availability checks, `python -m fxkernels`).
 KERNELS = {"triton": True, "cpu": "corr_fwd", "cuda": "corr_fwd"}
+MAX_REACH = 2**30  # bound on patch_size**2 and patch_size * dilation (int32 displacement indexing)
 
 
 def _launchers(backend: str):
@@ -53,78 +54,74 @@ def _check_inputs(f1, f2, patch_size, dilation):
     check_same(OP, "f1", f1, f2=f2)
     _check_int("patch_size", patch_size, 1)
     _check_int("dilation", dilation, 1)
-
-
-def _pick(backend: str, device, patch: int) -> str:
-    be = resolve(backend, device, OP, KERNELS)
-    if be == "triton" and patch > _triton_max_patch():
-        if backend == "auto":
-            return "reference"
+    # the kernels index displacements in int32; beyond that no pixel is reached anyway
+    if patch_size * patch_size > MAX_REACH or patch_size * dilation > MAX_REACH:
         raise ValueError(
-            f"fxkernels.{OP}: the triton backend takes patch_size <= {_triton_max_patch()}, got {patch}; "
-            "use backend='reference' or 'cuda'"
+            f"fxkernels.{OP}: patch_size * patch_size and patch_size * dilation must be at most 2^30, got "
+            f"patch_size = {patch_size}, dilation = {dilation}"
         )
-    return be
+    B, _, H, W = f1.shape
+    check_alloc(OP, "the output (B, patch_size**2, H, W)", (B, patch_size * patch_size, H, W), f1)
 
 
-# ---------------------------------------------------------------------------------------------- the ops
-@torch.library.custom_op("fxkernels::spatial_correlation", mutates_args=())
-def _corr_op(f1: Tensor, f2: Tensor, patch: int, dilation: int, backend: str) -> Tensor:
+def _why_not(patch: int):
+    def why(be: str):
+        if be == "triton" and patch > _triton_max_patch():
+            return (
+                f"the triton backend takes patch_size <= {_triton_max_patch()}, got {patch}; "
+                "use backend='reference' or 'cuda'"
+            )
+        return None
+
+    return why
+
+
+# ---------------------------------------------------------------------------------------------- the op
+def _forward(f1: Tensor, f2: Tensor, patch: int, dilation: int, backend: str) -> Tensor:
     return _launchers(backend)[0](f1, f2, patch, dilation)
 
 
-@_corr_op.register_fake
-def _(f1, f2, patch, dilation, backend):
+def _forward_fake(f1, f2, patch, dilation, backend):
     B, _, H, W = f1.shape
     return f1.new_empty((B, patch * patch, H, W))
 
 
-@torch.library.custom_op("fxkernels::spatial_correlation_backward", mutates_args=())
-def _corr_bwd_op(
+def _backward(
     dout: Tensor, f1: Tensor, f2: Tensor, patch: int, dilation: int, backend: str
 ) -> tuple[Tensor, Tensor]:
     df1, df2 = _launchers(backend)[1](dout, f1, f2, patch, dilation)
     return df1, df2
 
 
-@_corr_bwd_op.register_fake
-def _(dout, f1, f2, patch, dilation, backend):
+def _backward_fake(dout, f1, f2, patch, dilation, backend):
     return (
         torch.empty_like(f1, memory_format=torch.contiguous_format),
         torch.empty_like(f2, memory_format=torch.contiguous_format),
     )
 
 
-def _setup_context(ctx, inputs, output):
-    f1, f2, patch, dilation, backend = inputs
+def _setup(ctx, args, output):
+    f1, f2, patch, dilation = args
     ctx.save_for_backward(f1, f2)
-    ctx.meta = (patch, dilation, backend)
+    ctx.meta = (patch, dilation)
 
 
-def _backward(ctx, dout):
+def _grads(ctx, bwd, dout):
     f1, f2 = ctx.saved_tensors
-    df1, df2 = _corr_bwd_op(dout.contiguous(), f1, f2, *ctx.meta)
-    return df1, df2, None, None, None
+    df1, df2 = bwd(dout.contiguous(), f1, f2, *ctx.meta)
+    return df1, df2, None, None
 
 
-_corr_op.register_autograd(_backward, setup_context=_setup_context)
-
-
-class _CorrFunction(torch.autograd.Function):
-    """The same launches as the custom op without the custom-op dispatch, for eager calls."""
-
-    @staticmethod
-    def forward(ctx, f1, f2, patch, dilation, backend):
-        ctx.save_for_backward(f1, f2)
-        ctx.meta = (patch, dilation, backend)
-        return _launchers(backend)[0](f1, f2, patch, dilation)
-
-    @staticmethod
-    def backward(ctx, dout):
-        f1, f2 = ctx.saved_tensors
-        patch, dilation, backend = ctx.meta
-        df1, df2 = _launchers(backend)[1](dout, f1, f2, patch, dilation)
-        return df1, df2, None, None, None
+spatial_correlation_op = FusedOp(
+    OP,
+    KERNELS,
+    forward=_forward,
+    fake=_forward_fake,
+    backward=_backward,
+    backward_fake=_backward_fake,
+    setup=_setup,
+    grads=_grads,
+)
 
 
 # ------------------------------------------------------------------------------------ public function
@@ -137,7 +134,8 @@ def spatial_correlation(
 
     Args:
         f1, f2: (B, C, H, W), same dtype (fp32/fp64/fp16/bf16) and device, any strides.
-        patch_size: P >= 1 displacements per axis (odd in FlowNetC/MOL: 21); dilation: >= 1 pixels per step.
+        patch_size: P >= 1 displacements per axis (odd in FlowNetC/MOL: 21); dilation: >= 1 pixels per step;
+            P * P and P * dilation at most 2^30 (int32 indexing; a larger reach only adds zero channels).
         backend: "auto" | "reference" | "triton" | "cuda" | "cpu".
     Returns:
         out: (B, P*P, H, W) in f1's dtype (fp32 accumulation; fp64 for fp64). MOL then applies
@@ -145,12 +143,10 @@ def spatial_correlation(
         (deterministic on every backend, no float atomics).
     """
     _check_inputs(f1, f2, patch_size, dilation)
-    be = _pick(backend, f1.device, patch_size)
+    be = spatial_correlation_op.resolve(backend, f1.device, _why_not(patch_size))
     if be == "reference":
         return spatial_correlation_ref(f1, f2, patch_size, dilation)
-    if not torch.compiler.is_compiling():
-        return _CorrFunction.apply(f1, f2, patch_size, dilation, be)
-    return torch.ops.fxkernels.spatial_correlation(f1, f2, patch_size, dilation, be)
+    return spatial_correlation_op(f1, f2, patch_size, dilation, be)
 
 
 __all__ = ["spatial_correlation", "KERNELS"]

@@ -1,4 +1,4 @@
-"""Pure-PyTorch reference for the spatial-correlation family (SPEC section 7): the oracle and the fallback.
+"""Pure-PyTorch reference for the spatial-correlation family (math in README.md): the oracle and the fallback.
 
 `spatial_correlation_ref` is vectorised: one batched Gram matrix per sample, then a gather of the P*P
 displacements (O(B (H W)^2) memory, fine for FlowNetC's 1/8-resolution maps). `spatial_correlation_loop`
@@ -48,7 +48,7 @@ def spatial_correlation_ref(f1: torch.Tensor, f2: torch.Tensor, patch_size: int 
 
 
 def spatial_correlation_loop(f1: torch.Tensor, f2: torch.Tensor, patch_size: int = 21, dilation: int = 2):
-    """The SPEC formula as a loop over the P*P displacements (second oracle; slow for large P)."""
+    """The README formula as a loop over the P*P displacements (second oracle; slow for large P)."""
     B, C, H, W = f1.shape
     offs = _offsets(patch_size, dilation)
     out = f1.new_zeros(B, patch_size, patch_size, H, W)

@@ -1,8 +1,9 @@
 """Public FCC ops: `circular_conv` (one pass) and `circular_conv2d` (two fused passes).
 
-Both are `torch.library` custom ops (`fxkernels::circular_conv`, `fxkernels::circular_conv2d`, backward
-`fxkernels::circular_conv_backward`) with fake implementations and registered autograd, so they run under
-`torch.compile(fullgraph=True)`. backend="reference" bypasses the ops and runs plain PyTorch.
+Both are `torch.library` custom ops (`fxkernels::circular_conv`, `fxkernels::circular_conv2d`, one shared
+backward `fxkernels::circular_conv_backward`) defined with the op kit (fxkernels/ops/opkit.py: fakes,
+registered autograd, an eager autograd.Function), so they run under `torch.compile(fullgraph=True)`.
+backend="reference" bypasses the ops and runs plain PyTorch.
 """
 
 from __future__ import annotations
@@ -12,8 +13,8 @@ from typing import Optional
 import torch
 from torch import Tensor
 
-from ..._backend import resolve
 from ..._checks import check_same, check_tensor
+from ..opkit import FusedOp, empty_if_none
 from .reference import MODE_H, MODE_HV, MODE_V, MODE_VH, MODES, fcc2d_ref, fcc_ref
 
 OP = "circular_conv"
@@ -36,10 +37,15 @@ def _launchers(backend: str):
 # ----------------------------------------------------------------------------------------------- checks
 def _check_pass(op, x, w, p, b, L, suffix, axis):
     C = x.shape[1]
-    desc = f"(C, L) with L = {axis} "
-    check_tensor(op, f"weight{suffix}", w, 2, (C, L), desc)
-    if p is not None:
-        check_tensor(op, f"pos{suffix}", p, 2, (C, L), desc)
+    for name, t in ((f"weight{suffix}", w), (f"pos{suffix}", p)):
+        if t is None:
+            continue
+        check_tensor(op, name, t, 2, shape_desc=f"(C, {axis})")
+        if tuple(t.shape) != (C, L):
+            raise ValueError(
+                f"fxkernels.{op}: {name} must have shape (C, {axis}) = {(C, L)} for x of shape (B, C, H, W) = "
+                f"{tuple(x.shape)}, got {tuple(t.shape)}"
+            )
     if b is not None:
         check_tensor(op, f"bias{suffix}", b, 1, (C,), "(C,) ")
 
@@ -57,16 +63,13 @@ def _check_inputs(op, x, mode, w1, w2=None, p1=None, p2=None, b1=None, b2=None):
 
 
 # ---------------------------------------------------------------------------------------------- the ops
-@torch.library.custom_op("fxkernels::circular_conv", mutates_args=())
-def _circular_conv_op(
+def _conv_forward(
     x: Tensor, weight: Tensor, pos: Optional[Tensor], bias: Optional[Tensor], mode: int, backend: str
 ) -> Tensor:
-    fwd, _ = _launchers(backend)
-    return fwd(x, weight, None, pos, None, bias, None, mode)
+    return _launchers(backend)[0](x, weight, None, pos, None, bias, None, mode)
 
 
-@torch.library.custom_op("fxkernels::circular_conv2d", mutates_args=())
-def _circular_conv2d_op(
+def _conv2d_forward(
     x: Tensor,
     weight1: Tensor,
     weight2: Tensor,
@@ -77,12 +80,14 @@ def _circular_conv2d_op(
     mode: int,
     backend: str,
 ) -> Tensor:
-    fwd, _ = _launchers(backend)
-    return fwd(x, weight1, weight2, pos1, pos2, bias1, bias2, mode)
+    return _launchers(backend)[0](x, weight1, weight2, pos1, pos2, bias1, bias2, mode)
 
 
-@torch.library.custom_op("fxkernels::circular_conv_backward", mutates_args=())
-def _circular_conv_backward_op(
+def _forward_fake(x, *args):
+    return torch.empty(x.shape, dtype=x.dtype, device=x.device)
+
+
+def _backward(
     dy: Tensor,
     x: Tensor,
     weight1: Tensor,
@@ -94,79 +99,63 @@ def _circular_conv_backward_op(
     mode: int,
     backend: str,
 ) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor]:
-    _, bwd = _launchers(backend)
-    grads = bwd(dy, x, weight1, weight2, pos1, pos2, bias1, bias2, mode)
-    # custom ops return tensors only: an absent input's gradient travels as an empty placeholder
-    return tuple(x.new_empty(0) if g is None else g for g in grads)
+    grads = _launchers(backend)[1](dy, x, weight1, weight2, pos1, pos2, bias1, bias2, mode)
+    return tuple(empty_if_none(g, x) for g in grads)
 
 
-@_circular_conv_op.register_fake
-def _(x, weight, pos, bias, mode, backend):
-    return torch.empty(x.shape, dtype=x.dtype, device=x.device)
-
-
-@_circular_conv2d_op.register_fake
-def _(x, weight1, weight2, pos1, pos2, bias1, bias2, mode, backend):
-    return torch.empty(x.shape, dtype=x.dtype, device=x.device)
-
-
-@_circular_conv_backward_op.register_fake
-def _(dy, x, weight1, weight2, pos1, pos2, bias1, bias2, mode, backend):
+def _backward_fake(dy, x, weight1, weight2, pos1, pos2, bias1, bias2, mode, backend):
     def like(t):
         return x.new_empty(0) if t is None else torch.empty(t.shape, dtype=t.dtype, device=t.device)
 
     return (like(x), like(weight1), like(weight2), like(pos1), like(pos2), like(bias1), like(bias2))
 
 
-def _grads(ctx, dy):
-    x, w1, w2, p1, p2, b1, b2 = ctx.saved_tensors
-    g = torch.ops.fxkernels.circular_conv_backward(
-        dy.contiguous(), x, w1, w2, p1, p2, b1, b2, ctx.mode, ctx.backend
-    )
-    present = (x, w1, w2, p1, p2, b1, b2)
-    return [gi if t is not None else None for gi, t in zip(g, present)]
+def _all_grads(ctx, bwd, dy):
+    g = bwd(dy.contiguous(), *ctx.saved_tensors, ctx.mode)
+    return [gi if t is not None else None for gi, t in zip(g, ctx.saved_tensors)]
 
 
-def _setup_1(ctx, inputs, output):
-    x, w, p, b, mode, backend = inputs
+def _setup_1(ctx, args, output):
+    x, w, p, b, mode = args
     ctx.save_for_backward(x, w, None, p, None, b, None)
-    ctx.mode, ctx.backend = mode, backend
+    ctx.mode = mode
 
 
-def _backward_1(ctx, dy):
-    dx, dw, _, dp, _, db, _ = _grads(ctx, dy)
-    return dx, dw, dp, db, None, None
+def _grads_1(ctx, bwd, dy):
+    dx, dw, _, dp, _, db, _ = _all_grads(ctx, bwd, dy)
+    return dx, dw, dp, db, None
 
 
-def _setup_2(ctx, inputs, output):
-    x, w1, w2, p1, p2, b1, b2, mode, backend = inputs
-    ctx.save_for_backward(x, w1, w2, p1, p2, b1, b2)
-    ctx.mode, ctx.backend = mode, backend
+def _setup_2(ctx, args, output):
+    *tensors, mode = args
+    ctx.save_for_backward(*tensors)
+    ctx.mode = mode
 
 
-def _backward_2(ctx, dy):
-    return (*_grads(ctx, dy), None, None)
+def _grads_2(ctx, bwd, dy):
+    return (*_all_grads(ctx, bwd, dy), None)
 
 
-_circular_conv_op.register_autograd(_backward_1, setup_context=_setup_1)
-_circular_conv2d_op.register_autograd(_backward_2, setup_context=_setup_2)
-
-
-# ------------------------------------------------------------------------------ eager fast path
-class _FCCFunction(torch.autograd.Function):
-    """The same launches as the custom ops, without the custom-op dispatch (~30 us per call) in eager mode.
-    Under torch.compile the public functions call the registered ops instead."""
-
-    @staticmethod
-    def forward(ctx, x, w1, w2, p1, p2, b1, b2, mode, backend):
-        ctx.save_for_backward(x, w1, w2, p1, p2, b1, b2)
-        ctx.mode, ctx.backend = mode, backend
-        return _launchers(backend)[0](x, w1, w2, p1, p2, b1, b2, mode)
-
-    @staticmethod
-    def backward(ctx, dy):
-        grads = _launchers(ctx.backend)[1](dy.contiguous(), *ctx.saved_tensors, ctx.mode)
-        return (*grads, None, None)
+circular_conv_op = FusedOp(
+    OP,
+    KERNELS,
+    forward=_conv_forward,
+    fake=_forward_fake,
+    backward=_backward,
+    backward_fake=_backward_fake,
+    setup=_setup_1,
+    grads=_grads_1,
+)
+# the fused two-pass op shares the backward op fxkernels::circular_conv_backward (weight2 present)
+circular_conv2d_op = FusedOp(
+    "circular_conv2d",
+    KERNELS,
+    forward=_conv2d_forward,
+    fake=_forward_fake,
+    backward=circular_conv_op.backward,
+    setup=_setup_2,
+    grads=_grads_2,
+)
 
 
 # ------------------------------------------------------------------------------------ public functions
@@ -201,12 +190,10 @@ def circular_conv(
     """
     mode = _dim_mode(dim)
     _check_inputs("circular_conv", x, mode, weight, p1=pos, b1=bias)
-    be = resolve(backend, x.device, OP, KERNELS)
+    be = circular_conv_op.resolve(backend, x.device)
     if be == "reference":
         return fcc_ref(x, weight, -2 if mode == MODE_V else -1, pos, bias)
-    if not torch.compiler.is_compiling():
-        return _FCCFunction.apply(x, weight, None, pos, None, bias, None, mode, be)
-    return torch.ops.fxkernels.circular_conv(x, weight, pos, bias, mode, be)
+    return circular_conv_op(x, weight, pos, bias, mode, be)
 
 
 def circular_conv2d(
@@ -236,12 +223,10 @@ def circular_conv2d(
         raise ValueError(f"fxkernels.circular_conv2d: order must be 'VH' or 'HV', got {order!r}")
     mode = MODES[order]
     _check_inputs("circular_conv2d", x, mode, weight1, weight2, pos1, pos2, bias1, bias2)
-    be = resolve(backend, x.device, OP, KERNELS)
+    be = circular_conv2d_op.resolve(backend, x.device)
     if be == "reference":
         return fcc2d_ref(x, weight1, weight2, order, pos1, pos2, bias1, bias2)
-    if not torch.compiler.is_compiling():
-        return _FCCFunction.apply(x, weight1, weight2, pos1, pos2, bias1, bias2, mode, be)
-    return torch.ops.fxkernels.circular_conv2d(x, weight1, weight2, pos1, pos2, bias1, bias2, mode, be)
+    return circular_conv2d_op(x, weight1, weight2, pos1, pos2, bias1, bias2, mode, be)
 
 
 __all__ = ["circular_conv", "circular_conv2d", "MODE_H", "MODE_HV"]

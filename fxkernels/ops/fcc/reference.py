@@ -1,4 +1,4 @@
-"""Pure-PyTorch reference for the FCC family (SPEC section 1): the oracle and the fallback."""
+"""Pure-PyTorch reference for the FCC family (math in README.md): the oracle and the fallback."""
 
 from __future__ import annotations
 
@@ -18,6 +18,11 @@ def fcc_ref(x, weight, dim=-2, pos=None, bias=None):
     C = x.shape[1]
     vertical = dim in (-2, 2)
     L = x.shape[2] if vertical else x.shape[3]
+    if x.numel() == 0:  # conv2d has no empty group or kernel; the result is empty, every gradient zero
+        y = x * 0 + weight.sum() * 0
+        if pos is not None:
+            y = y + pos.sum() * 0
+        return y if bias is None else y + bias.view(1, C, 1, 1)
     if pos is not None:
         x = x + (pos.view(1, C, L, 1) if vertical else pos.view(1, C, 1, L))
     if vertical:

@@ -1,4 +1,4 @@
-"""Triton backend of the FCC family (SPEC section 1; math and contract in ./README.md).
+"""Triton backend of the FCC family (math and contract in ./README.md).
 
 Launchers (backend contract; validation is the caller's job):
 

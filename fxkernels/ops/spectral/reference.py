@@ -1,6 +1,6 @@
-"""Pure-PyTorch reference for the spectral temporal filter (SPEC section 3.1): the oracle and the fallback.
+"""Pure-PyTorch reference for the spectral temporal filter (math in README.md): the oracle and the fallback.
 
-`spectral_filter_ref` is the SPEC formula with `torch.fft`; `spectral_filter_dft` is the same filter written with
+`spectral_filter_ref` is the README formula with `torch.fft`; `spectral_filter_dft` is the same filter written with
 the explicit real-DFT matrices of README.md (the form the fused kernels compute), a second oracle for the tests.
 """
 

@@ -1,8 +1,8 @@
-"""Public op `spectral_filter` (SPEC section 3.1): rfft -> complex filter -> irfft (+ residual) in one pass.
+"""Public op `spectral_filter`: rfft -> complex filter -> irfft (+ residual) in one pass (math in README.md).
 
-Registered as the `torch.library` custom ops `fxkernels::spectral_filter` and
-`fxkernels::spectral_filter_backward` (fake implementations and registered autograd), so it runs under
-`torch.compile(fullgraph=True)`. Eager calls use a direct autograd.Function around the same launches.
+Defined with the op kit (fxkernels/ops/opkit.py) as the custom ops `fxkernels::spectral_filter` and
+`fxkernels::spectral_filter_backward` (fakes and registered autograd), so it runs under
+`torch.compile(fullgraph=True)`; eager calls use an autograd.Function around the same launches.
 The ops see the canonical layout (time axis at position 2, README.md "Backend contract"); the public function
 moves `dim` there and back with views. backend="reference" runs `torch.fft`.
 """
@@ -14,8 +14,8 @@ from typing import Optional
 import torch
 from torch import Tensor
 
-from ..._backend import resolve
 from ..._checks import check_same, check_tensor
+from ..opkit import FusedOp, empty_if_none
 from .reference import NORMS, spectral_filter_ref
 
 OP = "spectral_filter"
@@ -74,16 +74,16 @@ def _check_inputs(x, filt, residual, dim, norm) -> int:
     return d
 
 
-def _pick(backend: str, device, T: int) -> str:
-    be = resolve(backend, device, OP, KERNELS)
-    if be != "reference" and T > MAX_T:
-        if backend == "auto":
-            return "reference"
-        raise ValueError(
-            f"fxkernels.{OP}: the fused backends take T <= {MAX_T} (register DFT tiles), got T={T}; "
-            "use backend='reference' (torch.fft) or 'auto'"
-        )
-    return be
+def _why_not(T: int):
+    def why(be: str):
+        if T > MAX_T:
+            return (
+                f"the fused backends take T <= {MAX_T} (register DFT tiles), got T={T}; "
+                "use backend='reference' (torch.fft) or 'auto'"
+            )
+        return None
+
+    return why
 
 
 # ------------------------------------------------------------------------------- shared forward/backward
@@ -118,68 +118,57 @@ def _bwd(be, dy, x, filt, need_dx: bool, need_dfilt: bool, like_filt: bool):
     return dx, dfilt
 
 
-# ---------------------------------------------------------------------------------------------- the ops
-@torch.library.custom_op("fxkernels::spectral_filter", mutates_args=())
-def _spectral_op(x: Tensor, filt: Tensor, residual: Optional[Tensor], backend: str) -> Tensor:
+# ---------------------------------------------------------------------------------------------- the op
+def _forward(x: Tensor, filt: Tensor, residual: Optional[Tensor], backend: str) -> Tensor:
     return _fwd(backend, x, filt, residual)
 
 
-@_spectral_op.register_fake
-def _(x, filt, residual, backend):
+def _forward_fake(x, filt, residual, backend):
     return x.new_empty(x.shape)
 
 
-@torch.library.custom_op("fxkernels::spectral_filter_backward", mutates_args=())
-def _spectral_bwd_op(
+def _backward(
     dy: Tensor, x: Tensor, filt: Tensor, need_dx: bool, need_dfilt: bool, backend: str
 ) -> tuple[Tensor, Tensor]:
     dx, dfilt = _bwd(backend, dy, x, filt, need_dx, need_dfilt, like_filt=False)
-    # custom ops return tensors: an empty one stands for "not needed"
-    return (dx if dx is not None else x.new_empty(0)), (dfilt if dfilt is not None else filt.new_empty(0))
+    return empty_if_none(dx, x), empty_if_none(dfilt, filt)
 
 
-@_spectral_bwd_op.register_fake
-def _(dy, x, filt, need_dx, need_dfilt, backend):
+def _eager_backward(dy, x, filt, need_dx, need_dfilt, backend):
+    return _bwd(backend, dy, x, filt, need_dx, need_dfilt, like_filt=True)
+
+
+def _backward_fake(dy, x, filt, need_dx, need_dfilt, backend):
     dx = x.new_empty(x.shape) if need_dx else x.new_empty(0)
     dfilt = filt.new_empty(filt.shape) if need_dfilt else filt.new_empty(0)
     return dx, dfilt
 
 
-def _setup_context(ctx, inputs, output):
-    x, filt, residual, backend = inputs
+def _setup(ctx, args, output):
+    x, filt, residual = args
     ctx.save_for_backward(x, filt)
-    ctx.backend = backend
 
 
-def _backward(ctx, dy):
+def _grads(ctx, bwd, dy):
     x, filt = ctx.saved_tensors
     need_dx, need_dfilt, need_dres = ctx.needs_input_grad[:3]
     dx = dfilt = None
     if need_dx or need_dfilt:
-        dx, dfilt = _spectral_bwd_op(dy, x, filt, need_dx, need_dfilt, ctx.backend)
-    return (dx if need_dx else None), (dfilt if need_dfilt else None), (dy if need_dres else None), None
+        dx, dfilt = bwd(dy, x, filt, need_dx, need_dfilt)
+    return (dx if need_dx else None), (dfilt if need_dfilt else None), (dy if need_dres else None)
 
 
-_spectral_op.register_autograd(_backward, setup_context=_setup_context)
-
-
-class _SpectralFunction(torch.autograd.Function):
-    """The same launches as the custom op without the custom-op dispatch, for eager calls."""
-
-    @staticmethod
-    def forward(ctx, x, filt, residual, backend):
-        ctx.save_for_backward(x, filt)
-        ctx.backend = backend
-        return _fwd(backend, x, filt, residual)
-
-    @staticmethod
-    def backward(ctx, dy):
-        x, filt = ctx.saved_tensors
-        need_dx, need_dfilt, need_dres = ctx.needs_input_grad[:3]
-        dx = dfilt = None
-        if need_dx or need_dfilt:
-            dx, dfilt = _bwd(ctx.backend, dy, x, filt, need_dx, need_dfilt, like_filt=True)
-        return dx, dfilt, (dy if need_dres else None), None
+spectral_filter_op = FusedOp(
+    OP,
+    KERNELS,
+    forward=_forward,
+    fake=_forward_fake,
+    backward=_backward,
+    backward_fake=_backward_fake,
+    eager_backward=_eager_backward,
+    setup=_setup,
+    grads=_grads,
+)
 
 
 # ------------------------------------------------------------------------------------ public function
@@ -212,16 +201,12 @@ def spectral_filter(
         program; broadcast filter gradients are summed with torch.sum), no float atomics.
     """
     d = _check_inputs(x, filt, residual, dim, norm)
-    be = _pick(backend, x.device, x.shape[d])
+    be = spectral_filter_op.resolve(backend, x.device, _why_not(x.shape[d]))
     if be == "reference":
         return spectral_filter_ref(x, filt, residual, d, norm)
     xc, fc = x.movedim(d, 2), filt.movedim(d, 2)  # canonical (B, C, T, H, W) views
     rc = residual.movedim(d, 2) if residual is not None else None
-    if not torch.compiler.is_compiling():
-        y = _SpectralFunction.apply(xc, fc, rc, be)
-    else:
-        y = torch.ops.fxkernels.spectral_filter(xc, fc, rc, be)
-    return y.movedim(2, d)
+    return spectral_filter_op(xc, fc, rc, be).movedim(2, d)
 
 
 __all__ = ["spectral_filter", "KERNELS", "MAX_T"]
