@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import functools
 import os
 
 import torch
+from torch._subclasses.fake_tensor import FakeTensor
 
 FLOAT_DTYPES = (torch.float32, torch.float64, torch.float16, torch.bfloat16)
 
@@ -46,6 +48,7 @@ def check_same(op: str, ref_name: str, ref: torch.Tensor, **others):
             )
 
 
+@functools.lru_cache(maxsize=None)
 def _memory_bytes(device: torch.device):
     """Physical memory of `device` in bytes (None if unknown)."""
     if device.type == "cuda":
@@ -78,6 +81,4 @@ def has_data(t: torch.Tensor) -> bool:
     """False while tracing and for meta / fake tensors: data-dependent checks (.item()) must be skipped."""
     if torch.compiler.is_compiling() or t.device.type == "meta":
         return False
-    from torch._subclasses.fake_tensor import is_fake
-
-    return not is_fake(t)
+    return not isinstance(t, FakeTensor)

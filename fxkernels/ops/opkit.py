@@ -28,6 +28,13 @@ import torch
 
 from .._backend import resolve as _resolve
 
+_FAKE_KEY = torch._C._TorchDispatchModeKey.FAKE
+
+
+def _fake_mode():
+    return torch._C._get_dispatch_mode(_FAKE_KEY)
+
+
 # name -> FusedOp of every op defined with the kit (`python -m fxkernels` and the tests list them from here)
 REGISTRY: dict = {}
 
@@ -87,8 +94,8 @@ class FusedOp:
     def __call__(self, *args):
         """Run the op (args as the forward's, backend last): eager autograd.Function, or the registered op
         while compiling."""
-        if torch.compiler.is_compiling():
-            return self.registered(*args)
+        if torch.compiler.is_compiling() or _fake_mode() is not None:
+            return self.registered(*args)  # tracing or fake tensors: the fakes give the shapes
         if self._fn is None:
             return self._forward(*args)
         return self._fn.apply(*args)

@@ -135,3 +135,22 @@ def test_every_family_op_is_registered_and_exported():
         assert hasattr(torch.ops.fxkernels, name)
         assert callable(getattr(fxkernels, name))
     assert {"FCC", "CCC", "SpatialCorrelation", "STFM"} <= set(fxkernels.__all__)
+
+
+def test_fake_tensors_take_the_registered_ops_with_their_fakes():
+    from torch._subclasses.fake_tensor import FakeTensorMode
+
+    with FakeTensorMode():
+        x, w = _inputs()
+        CALLS.clear()
+        y = TOY(x, w, 2, "cpu")
+        y.sum().backward()
+        assert y.shape == x.shape and x.grad.shape == x.shape and not CALLS  # no kernel ran
+        xc = torch.randn(2, 5, 7, requires_grad=True)
+        nbr = torch.zeros(2, 5, 3, dtype=torch.int64)
+        w1 = torch.randn(4, 7)
+        assert fxkernels.channel_edge_conv(xc, nbr, w1, w1).shape == (2, 5, 4)
+        assert fxkernels.knn_cosine(xc, 3).shape == (2, 5, 3)
+        x4 = torch.randn(2, 3, 6, 5)
+        assert fxkernels.circular_conv2d(x4, torch.randn(3, 6), torch.randn(3, 5)).shape == x4.shape
+        assert fxkernels.spatial_correlation(x4, x4, 3, 1).shape == (2, 9, 6, 5)
