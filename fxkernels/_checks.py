@@ -48,7 +48,7 @@ def check_same(op: str, ref_name: str, ref: torch.Tensor, **others):
             )
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _memory_bytes(device: torch.device):
     """Physical memory of `device` in bytes (None if unknown)."""
     if device.type == "cuda":
