@@ -8,12 +8,8 @@ import fxkernels
 from fxkernels.ops.ccc.reference import edge_conv_loop
 from fxkernels.testing import assert_close
 from tests.conftest import BACKEND_PARAMS
-from tests.nn.test_fcc import (
-    check_compile_fullgraph,
-    check_vs_reference_backend,
-    official_parc_forward,
-    official_state_dict,
-)
+from tests.nn.common import check_compile_fullgraph, check_vs_reference_backend
+from tests.nn.test_fcc import official_parc_forward, official_state_dict
 
 
 def build(kind, **kw):

@@ -1,7 +1,5 @@
 """FCC modules: every backend vs the module's reference-backend twin; ParCFCC vs the official structure."""
 
-import copy
-
 import pytest
 import torch
 import torch.nn.functional as F
@@ -9,46 +7,7 @@ import torch.nn.functional as F
 import fxkernels
 from fxkernels.testing import assert_close
 from tests.conftest import BACKEND_PARAMS
-
-
-def twin(module, backend):
-    """A copy of `module` whose layers (and itself) use `backend`."""
-    m = copy.deepcopy(module)
-    for sub in m.modules():
-        if hasattr(sub, "backend"):
-            sub.backend = backend
-    return m
-
-
-def check_vs_reference_backend(build, kind, device, backend):
-    """build(kind, backend=...) -> (module, input shape): the backend's module vs its reference twin, fp64."""
-    m_ref, shape = build(kind, backend="reference")
-    m_ref = m_ref.to(device).double()
-    x = torch.randn(shape, dtype=torch.float64, device=device)
-    compare_modules(m_ref, twin(m_ref, backend), x, torch.float64)
-
-
-def check_compile_fullgraph(build, kind):
-    m, shape = build(kind)  # backend="auto": the CPU kernels when built, else the reference
-    torch._dynamo.reset()
-    # compile a copy: with shared parameters both backwards would accumulate into the same .grad tensors and
-    # the gradient comparison could not fail
-    compare_modules(m, torch.compile(copy.deepcopy(m), fullgraph=True), torch.randn(shape))
-
-
-def compare_modules(m_ref, m, x, dtype=torch.float32, scale=1.0):
-    x1 = x.detach().clone().requires_grad_(True)
-    x2 = x.detach().clone().requires_grad_(True)
-    g = torch.randn_like(x)  # every FCC module keeps the input shape
-    y_ref = m_ref(x1)
-    y_ref.backward(g)  # before the second forward: BatchNorm updates its running stats in place
-    y = m(x2)
-    y.backward(g)
-    assert_close(y, y_ref, dtype, "y", scale)
-    assert_close(x2.grad, x1.grad, dtype, "dx", scale)
-    for (name, p_ref), (_, p) in zip(m_ref.named_parameters(), m.named_parameters()):
-        assert p.grad is not None, f"no grad for {name}"
-        assert_close(p.grad, p_ref.grad, dtype, f"d{name}", scale)
+from tests.nn.common import check_compile_fullgraph, check_vs_reference_backend
 
 
 def build(kind, **kw):
@@ -106,7 +65,8 @@ def test_use_backend_context_routes_modules():
 def official_parc_forward(
     sd, x, dim, M, method="crop", use_pe=True, mid_mix=False, bias=True, training=False
 ):
-    """Our own re-creation of the official MOL/ParC block's forward, written from SPEC 1.3 with F.conv2d."""
+    """Our own re-creation of the official MOL/ParC block's forward (the structure ParCFCC's docstring in
+    fxkernels/nn/fcc.py describes), written with F.conv2d."""
     x1, x2 = torch.chunk(x, 2, dim=1)
     r1, r2 = x1, x2
     S_h, S_w = x.shape[2], x.shape[3]

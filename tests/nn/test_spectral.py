@@ -1,4 +1,4 @@
-"""MTSTWN modules (SPEC 3.2): every backend vs the module's reference-backend twin; TemporalFilter, the spatial
+"""MTSTWN modules (fxkernels/nn/spectral.py): every backend vs the module's reference-backend twin; TemporalFilter, the spatial
 branch, FWM and STFM vs independent re-implementations (torch.fft, per-frame convs, explicit conv taps)."""
 
 import importlib.util
@@ -10,9 +10,8 @@ import torch.nn.functional as F
 import fxkernels
 from fxkernels._backend import backend_available
 from fxkernels.ops.spectral.spectral import KERNELS, OP
-from fxkernels.testing import assert_close
+from fxkernels.testing import assert_close, check_module, twin
 from tests.conftest import BACKEND_PARAMS, DEVICES
-from tests.nn.test_fcc import compare_modules, twin
 
 # kind -> (constructor, args, channels, T); the spatial sizes come from `shape`
 SPECS = {
@@ -78,7 +77,7 @@ def test_module_matches_reference_backend(kind, device, backend, dtype, layout):
     m_ref, shp = build(kind, shape_for=backend)
     m_ref = m_ref.to(device, dtype)
     x = make_input(shp, dtype, device, layout)
-    compare_modules(m_ref, twin(m_ref, backend), x, dtype)
+    check_module(twin(m_ref, backend), m_ref, x, dtype=dtype)
 
 
 COMPILE_BACKENDS = ["reference", "cpu"]
@@ -94,7 +93,7 @@ def test_module_compile_fullgraph(kind, backend):
     torch._dynamo.reset()
     # a copy: the compiled module must accumulate its own parameter gradients
     compiled = torch.compile(twin(m, backend), fullgraph=True)
-    compare_modules(m, compiled, make_input(shp, torch.float32, "cpu", "permuted"))
+    check_module(compiled, m, make_input(shp, torch.float32, "cpu", "permuted"))
 
 
 # ----------------------------------------------------------------------- independent re-implementations
@@ -102,7 +101,8 @@ INDEPENDENT_PARAMS = [pytest.param(d, "reference", id=f"{d}-reference") for d in
 
 
 def temporal_filter_fft(m, z):
-    """TemporalFilter written from SPEC 3.2 with torch.fft (ortho) and the functional convs."""
+    """TemporalFilter as its docstring in fxkernels/nn/spectral.py describes it, with torch.fft (ortho) and the
+    functional convs."""
     B, c, T, H, W = z.shape
     M = T // 2 + 1
     u = F.conv3d(z, m.conv.weight, m.conv.bias, padding=1)
@@ -159,19 +159,10 @@ def stfm_independent(m, z):
 
 def compare_with_function(m, fn, x, dtype):
     """m(x) vs fn(m, x): the output, dx and every parameter gradient under one random upstream gradient."""
-    params = list(m.parameters())
-    y = m(x.requires_grad_(True))
-    want = fn(m, x)
-    g = torch.randn_like(want)
-    got_grads = torch.autograd.grad(y, [x, *params], g)
-    want_grads = torch.autograd.grad(want, [x, *params], g)
-    assert_close(y, want, dtype, "y")
-    names = ["x"] + [n for n, _ in m.named_parameters()]
-    for name, a, e in zip(names, got_grads, want_grads):
-        assert_close(a, e, dtype, f"d{name}")
+    check_module(m, lambda x: fn(m, x), x, dtype=dtype)
 
 
-@pytest.mark.parametrize("T", [1, 7, 8, 15])
+@pytest.mark.parametrize("T", [pytest.param(t, id=f"T{t}") for t in (1, 7, 8, 15)])
 @pytest.mark.parametrize("device,backend", INDEPENDENT_PARAMS)
 def test_temporal_filter_matches_torch_fft(device, backend, T):
     skip_without_spectral_kernels(backend)
@@ -194,7 +185,7 @@ def test_spatial_extractor_matches_per_frame_convs():
     compare_with_function(m, spatial_per_frame, x, torch.float64)
 
 
-@pytest.mark.parametrize("T", [1, 6, 7])
+@pytest.mark.parametrize("T", [pytest.param(t, id=f"T{t}") for t in (1, 6, 7)])
 def test_fwm_matches_formula(T):
     m = fxkernels.FWM(5).double()
     x = make_input((2, 5, T, 5, 3), torch.float64, "cpu", "permuted")
@@ -235,17 +226,38 @@ def test_backend_propagates_and_use_backend_routes():
 @pytest.mark.parametrize(
     "make,x,match",
     [
-        (lambda: fxkernels.TemporalFilter(3, 8), torch.randn(2, 3, 8, 4), "5-D"),
-        (lambda: fxkernels.TemporalFilter(3, 8), torch.randn(2, 4, 8, 3, 3), "3 channels"),
-        (lambda: fxkernels.TemporalFilter(3, 8), torch.randn(2, 3, 7, 3, 3), "T=8 frames"),
-        (lambda: fxkernels.SpatialExtractor(3), torch.randn(2, 3, 3, 3), "5-D"),
-        (lambda: fxkernels.SpatialExtractor(3), torch.randn(2, 2, 4, 3, 3), "3 channels"),
-        (lambda: fxkernels.STFE(9, 4), torch.randn(2, 10, 4, 3, 3), "9 channels"),
-        (lambda: fxkernels.STFE(9, 4), torch.randn(2, 9, 5, 3, 3), "T=4 frames"),
-        (lambda: fxkernels.FWM(6), torch.randn(2, 5, 4, 3, 3), "6 channels"),
-        (lambda: fxkernels.FWM(6), torch.randn(6, 4, 3, 3), "5-D"),
-        (lambda: fxkernels.STFM(6, 4), torch.randn(2, 6, 3, 3, 3), "T=4 frames"),
-        (lambda: fxkernels.STFM(6, 4), torch.randn(2, 6, 4, 3), "5-D"),
+        pytest.param(
+            lambda: fxkernels.TemporalFilter(3, 8), torch.randn(2, 3, 8, 4), "5-D", id="TemporalFilter-rank"
+        ),
+        pytest.param(
+            lambda: fxkernels.TemporalFilter(3, 8),
+            torch.randn(2, 4, 8, 3, 3),
+            "3 channels",
+            id="TemporalFilter-channels",
+        ),
+        pytest.param(
+            lambda: fxkernels.TemporalFilter(3, 8),
+            torch.randn(2, 3, 7, 3, 3),
+            "T=8 frames",
+            id="TemporalFilter-T",
+        ),
+        pytest.param(
+            lambda: fxkernels.SpatialExtractor(3), torch.randn(2, 3, 3, 3), "5-D", id="SpatialExtractor-rank"
+        ),
+        pytest.param(
+            lambda: fxkernels.SpatialExtractor(3),
+            torch.randn(2, 2, 4, 3, 3),
+            "3 channels",
+            id="SpatialExtractor-channels",
+        ),
+        pytest.param(
+            lambda: fxkernels.STFE(9, 4), torch.randn(2, 10, 4, 3, 3), "9 channels", id="STFE-channels"
+        ),
+        pytest.param(lambda: fxkernels.STFE(9, 4), torch.randn(2, 9, 5, 3, 3), "T=4 frames", id="STFE-T"),
+        pytest.param(lambda: fxkernels.FWM(6), torch.randn(2, 5, 4, 3, 3), "6 channels", id="FWM-channels"),
+        pytest.param(lambda: fxkernels.FWM(6), torch.randn(6, 4, 3, 3), "5-D", id="FWM-rank"),
+        pytest.param(lambda: fxkernels.STFM(6, 4), torch.randn(2, 6, 3, 3, 3), "T=4 frames", id="STFM-T"),
+        pytest.param(lambda: fxkernels.STFM(6, 4), torch.randn(2, 6, 4, 3), "5-D", id="STFM-rank"),
     ],
 )
 def test_input_errors(make, x, match):

@@ -1,4 +1,4 @@
-"""CCC family (SPEC 2): every kernel backend vs the reference, outputs and all gradients."""
+"""CCC family (fxkernels/ops/ccc/README.md): every kernel backend vs the reference, outputs and all gradients."""
 
 import pytest
 import torch
@@ -6,7 +6,14 @@ import torch.nn.functional as F
 
 import fxkernels
 from fxkernels.ops.ccc.reference import channel_edge_conv_ref, knn_cosine_ref, spatial_edge_conv_ref
-from fxkernels.testing import assert_close
+from fxkernels.testing import (
+    assert_close,
+    assert_deterministic,
+    check_op,
+    gradcheck,
+    run_with_grads,
+    to_device,
+)
 from tests.conftest import AVAILABLE, BACKEND_PARAMS
 
 DTYPES = [pytest.param(torch.float32, id="fp32"), pytest.param(torch.float64, id="fp64")]
@@ -53,7 +60,9 @@ def make_x(B, C, N, dtype, noncontig=False, exact=False):
     return x.transpose(1, 2) if noncontig else x
 
 
-def make_edge(B, C, N, k, Nout, dtype, graph, noncontig=False, exact=False, bias=(True, True)):
+def make_edge(B, C, N, k, Nout, dtype, graph, noncontig=False, exact=False, bias=(True, True), device="cpu"):
+    """Inputs of the edge convs: x (B, C, N), nbr (B, rows, k) from the reference k-NN, w1, w2 (Nout, N),
+    b1, b2 (Nout,); exact: small integers and quarter weights, so every sum is exact in every dtype."""
     x = make_x(B, C, N, dtype, noncontig, exact)
 
     def w(*s):
@@ -63,7 +72,7 @@ def make_edge(B, C, N, k, Nout, dtype, graph, noncontig=False, exact=False, bias
 
     nodes = x if graph == "channel" else x.transpose(1, 2)
     nbr = knn_cosine_ref(nodes.double(), k)
-    return {
+    inputs = {
         "x": x,
         "nbr": nbr,
         "w1": w(Nout, N),
@@ -71,45 +80,21 @@ def make_edge(B, C, N, k, Nout, dtype, graph, noncontig=False, exact=False, bias
         "b1": w(Nout) if bias[0] else None,
         "b2": w(Nout) if bias[1] else None,
     }
+    return to_device(inputs, device)
 
 
-def edge_call(t, graph, backend):
+def edge(graph, backend="auto"):
+    """The public edge conv of `graph` as a function of make_edge's names."""
     fn = fxkernels.channel_edge_conv if graph == "channel" else fxkernels.spatial_edge_conv
-    return fn(t["x"], t["nbr"], t["w1"], t["w2"], t["b1"], t["b2"], backend=backend)
+    return lambda x, nbr, w1, w2, b1, b2: fn(x, nbr, w1, w2, b1, b2, backend=backend)
 
 
-def edge_ref(t, graph):
+def edge_ref(graph):
     fn = channel_edge_conv_ref if graph == "channel" else spatial_edge_conv_ref
-    return fn(t["x"], t["nbr"], t["w1"], t["w2"], t["b1"], t["b2"])
+    return lambda x, nbr, w1, w2, b1, b2: fn(x, nbr, w1, w2, b1, b2)
 
 
 FLOAT_KEYS = ("x", "w1", "w2", "b1", "b2")
-
-
-def run_with_grads(fn, inp, g):
-    leaves = {
-        k: (v.detach().clone().requires_grad_(True) if (v is not None and k in FLOAT_KEYS) else v)
-        for k, v in inp.items()
-    }
-    y = fn(leaves)
-    y.backward(g)
-    return y.detach(), {k: leaves[k].grad if leaves[k] is not None else None for k in FLOAT_KEYS}
-
-
-def check_edge(inp, graph, backend, dtype, via=None):
-    ref_inp = {k: (v.detach().double() if (v is not None and k in FLOAT_KEYS) else v) for k, v in inp.items()}
-    x = inp["x"]
-    g = torch.randn(x.shape[0], x.shape[1], inp["w1"].shape[0], dtype=torch.float64, device=x.device)
-    y_ref, g_ref = run_with_grads(lambda t: edge_ref(t, graph), ref_inp, g)
-    y, grads = run_with_grads(via or (lambda t: edge_call(t, graph, backend)), inp, g.to(dtype))
-    assert y.dtype == dtype
-    assert_close(y, y_ref, dtype, "y")
-    for k in FLOAT_KEYS:
-        if inp[k] is None:
-            assert grads[k] is None, f"d{k} should be None"
-        else:
-            assert grads[k] is not None and grads[k].dtype == dtype, f"d{k} missing or wrong dtype"
-            assert_close(grads[k], g_ref[k], dtype, f"d{k}")
 
 
 # ------------------------------------------------------------------------------------------------- knn
@@ -188,20 +173,16 @@ def test_knn_reference_gives_documented_tie_order():
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("B,C,N,k,Nout,noncontig", CHANNEL_SHAPES)
 def test_channel_edge_conv_matches_reference(B, C, N, k, Nout, noncontig, dtype, device, backend):
-    inp = make_edge(B, C, N, k, Nout, dtype, "channel", noncontig)
-    check_edge(
-        {k_: (v.to(device) if v is not None else None) for k_, v in inp.items()}, "channel", backend, dtype
-    )
+    inp = make_edge(B, C, N, k, Nout, dtype, "channel", noncontig, device=device)
+    check_op(edge("channel", backend), edge_ref("channel"), inp)
 
 
 @pytest.mark.parametrize("device,backend", BACKEND_PARAMS)
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("B,C,N,k,Nout,noncontig", SPATIAL_SHAPES)
 def test_spatial_edge_conv_matches_reference(B, C, N, k, Nout, noncontig, dtype, device, backend):
-    inp = make_edge(B, C, N, k, Nout, dtype, "spatial", noncontig)
-    check_edge(
-        {k_: (v.to(device) if v is not None else None) for k_, v in inp.items()}, "spatial", backend, dtype
-    )
+    inp = make_edge(B, C, N, k, Nout, dtype, "spatial", noncontig, device=device)
+    check_op(edge("spatial", backend), edge_ref("spatial"), inp)
 
 
 @pytest.mark.parametrize("device,backend", BACKEND_PARAMS)
@@ -210,52 +191,51 @@ def test_spatial_edge_conv_matches_reference(B, C, N, k, Nout, noncontig, dtype,
 def test_edge_conv_exact_data_all_dtypes(graph, dtype, device, backend):
     # integer-valued data: every projection is exact in every dtype, so the max has exact ties (decided by
     # the first neighbour slot, as the reference's max) and all four dtypes can be compared elementwise
-    inp = make_edge(2, 10, 49, 4, 30, dtype, graph, exact=True)
-    check_edge({k: (v.to(device) if v is not None else None) for k, v in inp.items()}, graph, backend, dtype)
+    inp = make_edge(2, 10, 49, 4, 30, dtype, graph, exact=True, device=device)
+    check_op(edge(graph, backend), edge_ref(graph), inp)
 
 
 @pytest.mark.parametrize("device,backend", BACKEND_PARAMS)
-@pytest.mark.parametrize("bias", [(False, False), (True, False), (False, True)])
+@pytest.mark.parametrize(
+    "bias",
+    [
+        pytest.param((False, False), id="no-bias"),
+        pytest.param((True, False), id="bias1-only"),
+        pytest.param((False, True), id="bias2-only"),
+    ],
+)
 @pytest.mark.parametrize("graph", GRAPHS)
 def test_edge_conv_optional_bias(graph, bias, device, backend):
-    inp = make_edge(2, 6, 10, 3, 7, torch.float32, graph, bias=bias)
-    check_edge(
-        {k: (v.to(device) if v is not None else None) for k, v in inp.items()}, graph, backend, torch.float32
-    )
+    inp = make_edge(2, 6, 10, 3, 7, torch.float32, graph, bias=bias, device=device)
+    check_op(edge(graph, backend), edge_ref(graph), inp)
 
 
 @pytest.mark.parametrize("device,backend", BACKEND_PARAMS)
 @pytest.mark.parametrize("graph", GRAPHS)
 def test_edge_conv_gradcheck_fp64(graph, device, backend):
-    inp = make_edge(1, 5, 6, 2, 4, torch.float64, graph)
-    keys = list(FLOAT_KEYS)
-
-    def fn(*tensors):
-        return edge_call(dict(zip(keys, tensors), nbr=inp["nbr"]), graph, backend)
-
-    args = tuple(inp[k].detach().clone().requires_grad_(True) for k in keys)
-    assert torch.autograd.gradcheck(fn, args, eps=1e-6, atol=1e-8, rtol=1e-6)
+    inp = make_edge(1, 5, 6, 2, 4, torch.float64, graph, device=device)
+    assert gradcheck(edge(graph, backend), inp, eps=1e-6, atol=1e-8, rtol=1e-6)
 
 
 @pytest.mark.parametrize("device,backend", BACKEND_PARAMS)
 @pytest.mark.parametrize("graph", GRAPHS)
 def test_edge_conv_registered_op_autograd_matches_reference(graph, device, backend):
     # eager calls take a direct autograd.Function; this checks the registered ops' autograd (torch.compile's path)
-    inp = make_edge(2, 9, 12, 3, 8, torch.float64, graph)
+    inp = make_edge(2, 9, 12, 3, 8, torch.float64, graph, device=device)
     op = (
         torch.ops.fxkernels.channel_edge_conv if graph == "channel" else torch.ops.fxkernels.spatial_edge_conv
     )
 
-    def via_op(t):
-        return op(t["x"], t["nbr"], t["w1"], t["w2"], t["b1"], t["b2"], backend)[0]
+    def via_op(x, nbr, w1, w2, b1, b2):
+        return op(x, nbr, w1, w2, b1, b2, backend)[0]
 
-    check_edge(inp, graph, backend, torch.float64, via=via_op)
+    check_op(via_op, edge_ref(graph), inp)
 
 
 @pytest.mark.parametrize("device,backend", BACKEND_PARAMS)
 @pytest.mark.parametrize("graph", GRAPHS)
 def test_edge_conv_opcheck(graph, device, backend):
-    inp = make_edge(2, 6, 8, 3, 5, torch.float32, graph)
+    inp = make_edge(2, 6, 8, 3, 5, torch.float32, graph, device=device)
     for key in FLOAT_KEYS:
         inp[key].requires_grad_(True)
     op = (
@@ -268,29 +248,26 @@ def test_edge_conv_opcheck(graph, device, backend):
 
 @pytest.mark.parametrize("device,backend", BACKEND_PARAMS)
 def test_knn_opcheck(device, backend):
-    x = torch.randn(2, 7, 5)
+    x = torch.randn(2, 7, 5, device=device)
     torch.library.opcheck(torch.ops.fxkernels.knn_cosine.default, (x, 3, backend))
 
 
 @pytest.mark.parametrize("device,backend", BACKEND_PARAMS)
 @pytest.mark.parametrize("graph", GRAPHS)
 def test_edge_conv_backward_is_deterministic(graph, device, backend):
-    inp = make_edge(2, 16, 20, 4, 20, torch.float32, graph)
-    g = torch.randn(2, 16, 20)
-    runs = [run_with_grads(lambda t: edge_call(t, graph, backend), inp, g)[1] for _ in range(2)]
-    for key in FLOAT_KEYS:
-        assert torch.equal(runs[0][key], runs[1][key]), f"d{key} differs between two identical runs"
+    inp = make_edge(2, 16, 20, 4, 20, torch.float32, graph, device=device)
+    assert_deterministic(edge(graph, backend), inp)
 
 
 @pytest.mark.parametrize("device,backend", BACKEND_PARAMS)
 @pytest.mark.parametrize("graph", GRAPHS)
 def test_edge_conv_batch_zero(graph, device, backend):
-    inp = make_edge(1, 4, 6, 2, 5, torch.float32, graph)
+    inp = make_edge(1, 4, 6, 2, 5, torch.float32, graph, device=device)
     inp["x"] = inp["x"][:0]
     inp["nbr"] = inp["nbr"][:0]
-    y, grads = run_with_grads(lambda t: edge_call(t, graph, backend), inp, torch.randn(0, 4, 5))
-    assert y.shape == (0, 4, 5)
-    assert grads["w1"].abs().sum() == 0 and grads["b1"].abs().sum() == 0
+    run = run_with_grads(edge(graph, backend), inp, torch.randn(0, 4, 5))
+    assert run.outputs[0].shape == (0, 4, 5)
+    assert run.grads["w1"].abs().sum() == 0 and run.grads["b1"].abs().sum() == 0
 
 
 def test_reference_max_takes_first_slot_on_ties():
@@ -369,9 +346,9 @@ def test_ccc_bad_input(fn, msg):
 
 @pytest.mark.parametrize("device,backend", BACKEND_PARAMS)
 def test_fused_backends_limit_k(device, backend):
-    x = torch.randn(1, 300, 4)
-    nbr = torch.zeros(1, 300, 256, dtype=torch.int64)
-    w = torch.randn(4, 4)
+    x = torch.randn(1, 300, 4, device=device)
+    nbr = torch.zeros(1, 300, 256, dtype=torch.int64, device=device)
+    w = torch.randn(4, 4, device=device)
     with pytest.raises(ValueError, match="k <= 255"):
         fxkernels.channel_edge_conv(x, nbr, w, w, backend=backend)
     # "auto" falls back to the reference for such k

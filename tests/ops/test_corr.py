@@ -1,11 +1,12 @@
-"""Spatial-correlation family (SPEC 7): every kernel backend vs the reference, output and both gradients."""
+"""Spatial-correlation family (fxkernels/ops/corr/README.md): every kernel backend vs the reference, output and
+both gradients."""
 
 import pytest
 import torch
 
 import fxkernels
 from fxkernels.ops.corr.reference import spatial_correlation_loop, spatial_correlation_ref
-from fxkernels.testing import assert_close
+from fxkernels.testing import assert_close, assert_deterministic, check_op, gradcheck
 from tests.conftest import BACKEND_PARAMS
 
 DTYPES = [pytest.param(torch.float32, id="fp32"), pytest.param(torch.float64, id="fp64")]
@@ -23,34 +24,29 @@ SHAPES = [
 ]
 
 
-def make(B, C, H, W, dtype, noncontig=False):
+def make(B, C, H, W, dtype, noncontig=False, device="cpu"):
+    """(f1, f2), each (B, C, H, W); non-contiguous: channels-last storage and a strided slice of W."""
+
     def one():
-        if noncontig:  # channels-last storage and a strided slice of W
-            t = torch.randn(B, H, 2 * W, C, dtype=torch.float64).to(dtype)
+        if noncontig:
+            t = torch.randn(B, H, 2 * W, C, dtype=torch.float64).to(dtype=dtype, device=device)
             return t.permute(0, 3, 1, 2)[..., ::2]
-        return torch.randn(B, C, H, W, dtype=torch.float64).to(dtype)
+        return torch.randn(B, C, H, W, dtype=torch.float64).to(dtype=dtype, device=device)
 
     return one(), one()
 
 
-def run(fn, f1, f2, g):
-    a = f1.detach().clone().requires_grad_(True)
-    b = f2.detach().clone().requires_grad_(True)
-    y = fn(a, b)
-    y.backward(g)
-    return y.detach(), a.grad, b.grad
+def corr(P, d, backend="auto"):
+    return lambda f1, f2: fxkernels.spatial_correlation(f1, f2, P, d, backend=backend)
 
 
-def check(f1, f2, P, d, backend, dtype, via=None):
-    B, C, H, W = f1.shape
-    g = torch.randn(B, P * P, H, W, dtype=torch.float64)
-    y_ref, da_ref, db_ref = run(lambda a, b: spatial_correlation_ref(a, b, P, d), f1.double(), f2.double(), g)
-    fn = via or (lambda a, b: fxkernels.spatial_correlation(a, b, P, d, backend=backend))
-    y, da, db = run(fn, f1, f2, g.to(dtype))
-    assert y.dtype == dtype and da.dtype == dtype and db.dtype == dtype
-    assert_close(y, y_ref, dtype, "out")
-    assert_close(da, da_ref, dtype, "df1")
-    assert_close(db, db_ref, dtype, "df2")
+def corr_ref(P, d):
+    return lambda f1, f2: spatial_correlation_ref(f1, f2, P, d)
+
+
+def check(f1, f2, P, d, backend, via=None):
+    """Output and both gradients of the op (or `via`) vs the float64 reference."""
+    check_op(via or corr(P, d, backend), corr_ref(P, d), {"f1": f1, "f2": f2})
 
 
 def test_reference_matches_loop_definition():
@@ -79,52 +75,48 @@ def test_reference_hand_case():
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("B,C,H,W,P,d,noncontig", SHAPES)
 def test_matches_reference(B, C, H, W, P, d, noncontig, dtype, device, backend):
-    f1, f2 = make(B, C, H, W, dtype, noncontig)
-    check(f1, f2, P, d, backend, dtype)
+    f1, f2 = make(B, C, H, W, dtype, noncontig, device)
+    check(f1, f2, P, d, backend)
 
 
 @pytest.mark.parametrize("device,backend", BACKEND_PARAMS)
 def test_mol_shape_fp32(device, backend):
     # MOL's FlowNetC correlation, 16x16 maps, patch 21, dilation 2 (C and B reduced for the interpreter)
     C, B = (256, 2) if backend != "triton" else (32, 1)
-    f1, f2 = make(B, C, 16, 16, torch.float32)
-    check(f1, f2, 21, 2, backend, torch.float32)
+    f1, f2 = make(B, C, 16, 16, torch.float32, device=device)
+    check(f1, f2, 21, 2, backend)
 
 
 @pytest.mark.parametrize("device,backend", BACKEND_PARAMS)
 @pytest.mark.parametrize("dtype", HALF)
 def test_half_precision(dtype, device, backend):
-    f1, f2 = make(2, 12, 6, 7, dtype)
-    check(f1, f2, 5, 1, backend, dtype)
+    f1, f2 = make(2, 12, 6, 7, dtype, device=device)
+    check(f1, f2, 5, 1, backend)
 
 
 @pytest.mark.parametrize("device,backend", BACKEND_PARAMS)
 def test_gradcheck_fp64(device, backend):
-    f1, f2 = make(1, 2, 4, 3, torch.float64)
-    args = (f1.requires_grad_(True), f2.requires_grad_(True))
-    assert torch.autograd.gradcheck(
-        lambda a, b: fxkernels.spatial_correlation(a, b, 3, 2, backend=backend), args, eps=1e-6, atol=1e-8
-    )
+    f1, f2 = make(1, 2, 4, 3, torch.float64, device=device)
+    assert gradcheck(corr(3, 2, backend), {"f1": f1, "f2": f2}, eps=1e-6, atol=1e-8)
 
 
 @pytest.mark.parametrize("device,backend", BACKEND_PARAMS)
 def test_registered_op_autograd_matches_reference(device, backend):
     # eager calls take a direct autograd.Function; this checks the registered op's autograd (torch.compile's path)
-    f1, f2 = make(2, 3, 5, 6, torch.float64)
+    f1, f2 = make(2, 3, 5, 6, torch.float64, device=device)
     check(
         f1,
         f2,
         3,
         2,
         backend,
-        torch.float64,
-        via=lambda a, b: torch.ops.fxkernels.spatial_correlation(a, b, 3, 2, backend),
+        via=lambda f1, f2: torch.ops.fxkernels.spatial_correlation(f1, f2, 3, 2, backend),
     )
 
 
 @pytest.mark.parametrize("device,backend", BACKEND_PARAMS)
 def test_opcheck(device, backend):
-    f1, f2 = make(2, 3, 5, 4, torch.float32)
+    f1, f2 = make(2, 3, 5, 4, torch.float32, device=device)
     torch.library.opcheck(
         torch.ops.fxkernels.spatial_correlation.default,
         (f1.requires_grad_(True), f2.requires_grad_(True), 3, 1, backend),
@@ -133,17 +125,14 @@ def test_opcheck(device, backend):
 
 @pytest.mark.parametrize("device,backend", BACKEND_PARAMS)
 def test_backward_is_deterministic(device, backend):
-    f1, f2 = make(2, 8, 7, 9, torch.float32)
-    g = torch.randn(2, 25, 7, 9)
-    fn = lambda a, b: fxkernels.spatial_correlation(a, b, 5, 2, backend=backend)
-    r1, r2 = run(fn, f1, f2, g), run(fn, f1, f2, g)
-    assert torch.equal(r1[1], r2[1]) and torch.equal(r1[2], r2[2])
+    f1, f2 = make(2, 8, 7, 9, torch.float32, device=device)
+    assert_deterministic(corr(5, 2, backend), {"f1": f1, "f2": f2})
 
 
 @pytest.mark.parametrize("device,backend", BACKEND_PARAMS)
 def test_empty_batch_and_channels(device, backend):
     for B, C in [(0, 3), (2, 0)]:
-        f1, f2 = make(B, C, 4, 5, torch.float32)
+        f1, f2 = make(B, C, 4, 5, torch.float32, device=device)
         y = fxkernels.spatial_correlation(f1, f2, 3, 1, backend=backend)
         assert y.shape == (B, 9, 4, 5) and (y == 0).all()
 
@@ -154,16 +143,8 @@ def test_compile_fullgraph(backend):
         pytest.skip("needs the compiled CPU kernels")
     layer = fxkernels.SpatialCorrelation(5, 2, normalize=True, negative_slope=0.1, backend=backend)
     f1, f2 = make(2, 4, 6, 7, torch.float32)
-    g = torch.randn(2, 25, 6, 7)
-    eager = run(layer, f1, f2, g)
-    compiled = run(
-        torch.compile(layer, fullgraph=True, backend="eager" if backend == "reference" else "inductor"),
-        f1,
-        f2,
-        g,
-    )
-    for a, b in zip(eager, compiled):
-        assert_close(a, b, torch.float32)
+    compiled = torch.compile(layer, fullgraph=True, backend="eager" if backend == "reference" else "inductor")
+    check_op(compiled, layer, {"f1": f1, "f2": f2}, ref_dtype=None)
 
 
 def test_module_matches_mol_formula():

@@ -1,15 +1,16 @@
-"""Spatial correlation (SPEC 7): the Triton launchers vs spatial_correlation_ref, outputs and both gradients.
+"""Spatial correlation (fxkernels/ops/corr/README.md): the Triton launchers vs spatial_correlation_ref, outputs and both gradients.
 
 Runs the kernels on CPU tensors under TRITON_INTERPRET=1 (set by conftest when there is no GPU) or on CUDA.
 """
 
 import os
+from functools import partial
 
 import pytest
 import torch
 
 from fxkernels.ops.corr.reference import spatial_correlation_ref
-from fxkernels.testing import assert_close
+from fxkernels.testing import Run, assert_runs_close, run_with_grads
 from tests.conftest import AVAILABLE
 
 if not AVAILABLE["triton"]:
@@ -54,26 +55,15 @@ def make_inputs(B, C, H, W, P, dtype, noncontig=False):
     return f1, f2, dout
 
 
-def reference(f1, f2, dout, P, d):
-    """Output and autograd gradients of the reference in float64."""
-    a = f1.detach().double().requires_grad_()
-    b = f2.detach().double().requires_grad_()
-    out = spatial_correlation_ref(a, b, P, d)
-    if out.numel() == 0:
-        return out, torch.zeros_like(a), torch.zeros_like(b)
-    da, db = torch.autograd.grad(out, (a, b), dout.double())
-    return out.detach(), da, db
-
-
-def check(f1, f2, dout, P, d, dtype, scale=1.0):
+def check(f1, f2, dout, P, d, dtype):
+    """The launchers' output and gradients under `dout` vs the float64 reference's autograd."""
     out = spatial_correlation_fwd_triton(f1, f2, P, d)
     df1, df2 = spatial_correlation_bwd_triton(dout, f1, f2, P, d)
-    r_out, r_df1, r_df2 = reference(f1, f2, dout, P, d)
     for name, t in (("out", out), ("df1", df1), ("df2", df2)):
         assert t.dtype == f1.dtype and t.is_contiguous(), name
-    assert_close(out, r_out, dtype, "out", scale)
-    assert_close(df1, r_df1, dtype, "df1", scale)
-    assert_close(df2, r_df2, dtype, "df2", scale)
+    ref = partial(spatial_correlation_ref, patch_size=P, dilation=d)
+    want = run_with_grads(ref, {"f1": f1.double(), "f2": f2.double()}, dout.double())
+    assert_runs_close(Run((out,), {"f1": df1, "f2": df2}), want, dtype)
 
 
 @pytest.mark.parametrize("dtype", DTYPES)

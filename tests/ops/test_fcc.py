@@ -1,4 +1,4 @@
-"""FCC family (SPEC 1): every kernel backend vs the reference, outputs and all gradients."""
+"""FCC family (fxkernels/ops/fcc/README.md): every kernel backend vs the reference, outputs and all gradients."""
 
 import os
 import subprocess
@@ -9,7 +9,7 @@ import torch
 
 import fxkernels
 from fxkernels.ops.fcc.reference import fcc2d_ref, fcc_ref
-from fxkernels.testing import assert_close
+from fxkernels.testing import check_op, gradcheck, run_with_grads
 from tests.conftest import AVAILABLE, BACKEND_PARAMS
 
 # (B, C, H, W, non-contiguous x)
@@ -25,6 +25,7 @@ SHAPES = [
 MODES = ["V", "H", "VH", "HV"]
 DTYPES = [pytest.param(torch.float32, id="fp32"), pytest.param(torch.float64, id="fp64")]
 HALF_DTYPES = [pytest.param(torch.float16, id="fp16"), pytest.param(torch.bfloat16, id="bf16")]
+MODE_INDEX = {"V": 0, "H": 1, "VH": 2, "HV": 3}  # the registered ops' `mode` argument
 
 
 def make_inputs(B, C, H, W, mode, dtype, device, noncontig=False, with_pos=True, with_bias=True):
@@ -50,42 +51,36 @@ def make_inputs(B, C, H, W, mode, dtype, device, noncontig=False, with_pos=True,
     }
 
 
-def call(inp, mode, backend):
-    if mode in ("V", "H"):
-        dim = -2 if mode == "V" else -1
-        return fxkernels.circular_conv(inp["x"], inp["w1"], dim, inp["p1"], inp["b1"], backend=backend)
-    return fxkernels.circular_conv2d(
-        inp["x"], inp["w1"], inp["w2"], mode, inp["p1"], inp["p2"], inp["b1"], inp["b2"], backend=backend
-    )
+def op(mode, backend="auto"):
+    """The public op of `mode` as a function of make_inputs' names."""
+
+    def f(x, w1, w2, p1, p2, b1, b2):
+        if mode in ("V", "H"):
+            return fxkernels.circular_conv(x, w1, -2 if mode == "V" else -1, p1, b1, backend=backend)
+        return fxkernels.circular_conv2d(x, w1, w2, mode, p1, p2, b1, b2, backend=backend)
+
+    return f
 
 
-def ref_call(inp, mode):
-    if mode in ("V", "H"):
-        return fcc_ref(inp["x"], inp["w1"], -2 if mode == "V" else -1, inp["p1"], inp["b1"])
-    return fcc2d_ref(inp["x"], inp["w1"], inp["w2"], mode, inp["p1"], inp["p2"], inp["b1"], inp["b2"])
+def registered_op(mode, backend):
+    """The registered custom op (torch.compile's path) of `mode`."""
+    mi = MODE_INDEX[mode]
+
+    def f(x, w1, w2, p1, p2, b1, b2):
+        if mode in ("V", "H"):
+            return torch.ops.fxkernels.circular_conv(x, w1, p1, b1, mi, backend)
+        return torch.ops.fxkernels.circular_conv2d(x, w1, w2, p1, p2, b1, b2, mi, backend)
+
+    return f
 
 
-def run_with_grads(fn, inp, g):
-    leaves = {k: (v.detach().clone().requires_grad_(True) if v is not None else None) for k, v in inp.items()}
-    y = fn(leaves)
-    y.backward(g)
-    return y.detach(), {k: (v.grad if v is not None else None) for k, v in leaves.items()}
+def ref(mode):
+    def f(x, w1, w2, p1, p2, b1, b2):
+        if mode in ("V", "H"):
+            return fcc_ref(x, w1, -2 if mode == "V" else -1, p1, b1)
+        return fcc2d_ref(x, w1, w2, mode, p1, p2, b1, b2)
 
-
-def check_against_reference(inp, mode, backend, dtype, scale=1.0):
-    ref_inp = {k: (v.detach().double() if v is not None else None) for k, v in inp.items()}
-    g = torch.randn(inp["x"].shape, dtype=torch.float64, device=inp["x"].device)
-    y_ref, g_ref = run_with_grads(lambda t: ref_call(t, mode), ref_inp, g)
-    y, grads = run_with_grads(lambda t: call(t, mode, backend), inp, g.to(dtype))
-    assert y.dtype == dtype
-    assert_close(y, y_ref, dtype, "y", scale)
-    for k in inp:
-        if inp[k] is None:
-            assert grads[k] is None, f"d{k} should be None"
-        else:
-            assert grads[k] is not None, f"d{k} missing"
-            assert grads[k].dtype == dtype
-            assert_close(grads[k], g_ref[k], dtype, f"d{k}", scale)
+    return f
 
 
 @pytest.mark.parametrize("device,backend", BACKEND_PARAMS)
@@ -94,54 +89,46 @@ def check_against_reference(inp, mode, backend, dtype, scale=1.0):
 @pytest.mark.parametrize("B,C,H,W,noncontig", SHAPES)
 def test_fcc_matches_reference(B, C, H, W, noncontig, mode, dtype, device, backend):
     inp = make_inputs(B, C, H, W, mode, dtype, device, noncontig)
-    check_against_reference(inp, mode, backend, dtype)
+    check_op(op(mode, backend), ref(mode), inp)
 
 
 @pytest.mark.parametrize("device,backend", BACKEND_PARAMS)
-@pytest.mark.parametrize("with_pos,with_bias", [(False, False), (True, False), (False, True)])
+@pytest.mark.parametrize(
+    "with_pos,with_bias",
+    [
+        pytest.param(False, False, id="no-pos-no-bias"),
+        pytest.param(True, False, id="pos-only"),
+        pytest.param(False, True, id="bias-only"),
+    ],
+)
 @pytest.mark.parametrize("mode", MODES)
 def test_fcc_optional_inputs(mode, with_pos, with_bias, device, backend):
     inp = make_inputs(2, 3, 9, 12, mode, torch.float32, device, with_pos=with_pos, with_bias=with_bias)
-    check_against_reference(inp, mode, backend, torch.float32)
+    check_op(op(mode, backend), ref(mode), inp)
 
 
 @pytest.mark.parametrize("device,backend", BACKEND_PARAMS)
 @pytest.mark.parametrize("dtype", HALF_DTYPES)
 @pytest.mark.parametrize("mode", MODES)
 def test_fcc_half_precision(mode, dtype, device, backend):
-    if backend == "cpu" and dtype not in fxkernels.ops.fcc.fcc.CPU_DTYPES:
-        pytest.skip(f"the cpu backend does not take {dtype}")
     inp = make_inputs(2, 3, 16, 12, mode, dtype, device)
-    check_against_reference(inp, mode, backend, dtype)
+    check_op(op(mode, backend), ref(mode), inp)
 
 
 @pytest.mark.parametrize("device,backend", BACKEND_PARAMS)
 @pytest.mark.parametrize("mode", MODES)
 def test_fcc_gradcheck_fp64(mode, device, backend):
     inp = make_inputs(1, 2, 5, 6, mode, torch.float64, device)
-    keys = [k for k, v in inp.items() if v is not None]
-
-    def fn(*tensors):
-        return call(dict(zip(keys, tensors), **{k: None for k in inp if inp[k] is None}), mode, backend)
-
-    args = tuple(inp[k].detach().clone().requires_grad_(True) for k in keys)
-    assert torch.autograd.gradcheck(fn, args, eps=1e-6, atol=1e-8, rtol=1e-6)
+    assert gradcheck(op(mode, backend), inp, eps=1e-6, atol=1e-8, rtol=1e-6)
 
 
-def test_reference_gradcheck_fp64():
-    for mode in MODES:
-        inp = make_inputs(1, 2, 4, 5, mode, torch.float64, "cpu")
-        keys = [k for k, v in inp.items() if v is not None]
-
-        def fn(*tensors, mode=mode, keys=keys, inp=inp):
-            return ref_call(dict(zip(keys, tensors), **{k: None for k in inp if inp[k] is None}), mode)
-
-        args = tuple(inp[k].detach().clone().requires_grad_(True) for k in keys)
-        assert torch.autograd.gradcheck(fn, args)
+@pytest.mark.parametrize("mode", MODES)
+def test_reference_gradcheck_fp64(mode):
+    assert gradcheck(ref(mode), make_inputs(1, 2, 4, 5, mode, torch.float64, "cpu"))
 
 
 def test_reference_is_circular_conv_definition():
-    # the SPEC 1.1 formula, written out with explicit loops, on a tiny case
+    # the formula of fxkernels/ops/fcc/README.md ("Math"), written out with explicit loops, on a tiny case
     B, C, H, W = 1, 2, 4, 3
     x, U, P, b = (
         torch.randn(B, C, H, W, dtype=torch.float64),
@@ -165,22 +152,23 @@ def test_fcc_opcheck(mode, device, backend):
     for v in inp.values():
         if v is not None:
             v.requires_grad_(True)
-    mi = {"V": 0, "H": 1, "VH": 2, "HV": 3}[mode]
+    mi = MODE_INDEX[mode]
     if mode in ("V", "H"):
-        op = torch.ops.fxkernels.circular_conv.default
+        custom = torch.ops.fxkernels.circular_conv.default
         args = (inp["x"], inp["w1"], inp["p1"], inp["b1"], mi, backend)
     else:
-        op = torch.ops.fxkernels.circular_conv2d.default
+        custom = torch.ops.fxkernels.circular_conv2d.default
         args = (inp["x"], inp["w1"], inp["w2"], inp["p1"], inp["p2"], inp["b1"], inp["b2"], mi, backend)
-    torch.library.opcheck(op, args)
+    torch.library.opcheck(custom, args)
 
 
 @pytest.mark.parametrize("device,backend", BACKEND_PARAMS)
 def test_fcc_batch_zero(device, backend):
     inp = make_inputs(0, 3, 6, 5, "VH", torch.float32, device)
-    y, grads = run_with_grads(lambda t: call(t, "VH", backend), inp, torch.randn(0, 3, 6, 5))
-    assert y.shape == (0, 3, 6, 5)
-    assert torch.count_nonzero(grads["w1"]) == 0 and grads["b2"].abs().sum() == 0
+    run = run_with_grads(op("VH", backend), inp, torch.randn(0, 3, 6, 5))
+    assert run.outputs[0].shape == (0, 3, 6, 5)
+    assert torch.count_nonzero(run.grads["w1"]) == 0 and run.grads["b2"].abs().sum() == 0
+    check_op(op("VH", backend), ref("VH"), inp)
 
 
 # ------------------------------------------------------------------------------------------- bad input
@@ -280,7 +268,7 @@ def cpu_schedule(request):
 @pytest.mark.parametrize("B,C,H,W,noncontig", [SHAPES[0], SHAPES[2], SHAPES[4], SHAPES[6]])
 def test_fcc_cpu_alternate_schedules(B, C, H, W, noncontig, mode, dtype, cpu_schedule):
     inp = make_inputs(B, C, H, W, mode, dtype, "cpu", noncontig)
-    check_against_reference(inp, mode, "cpu", dtype)
+    check_op(op(mode, "cpu"), ref(mode), inp)
 
 
 @pytest.mark.parametrize("device,backend", BACKEND_PARAMS)
@@ -288,18 +276,4 @@ def test_fcc_cpu_alternate_schedules(B, C, H, W, noncontig, mode, dtype, cpu_sch
 def test_fcc_registered_op_autograd_matches_reference(mode, device, backend):
     # eager public calls take a direct autograd.Function; this checks the registered ops' autograd (the path
     # torch.compile uses) on values, not only on registration as opcheck does
-    inp = make_inputs(2, 3, 9, 7, mode, torch.float64, device)
-    mi = {"V": 0, "H": 1, "VH": 2, "HV": 3}[mode]
-
-    def via_op(t):
-        if mode in ("V", "H"):
-            return torch.ops.fxkernels.circular_conv(t["x"], t["w1"], t["p1"], t["b1"], mi, backend)
-        args = (t["x"], t["w1"], t["w2"], t["p1"], t["p2"], t["b1"], t["b2"], mi, backend)
-        return torch.ops.fxkernels.circular_conv2d(*args)
-
-    g = torch.randn(inp["x"].shape, dtype=torch.float64)
-    y, grads = run_with_grads(via_op, inp, g)
-    y_ref, g_ref = run_with_grads(lambda t: ref_call(t, mode), inp, g)
-    assert_close(y, y_ref, torch.float64, "y")
-    for k in inp:
-        assert_close(grads[k], g_ref[k], torch.float64, f"d{k}")
+    check_op(registered_op(mode, backend), ref(mode), make_inputs(2, 3, 9, 7, mode, torch.float64, device))

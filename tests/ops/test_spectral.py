@@ -1,13 +1,15 @@
-"""Spectral filter (SPEC 3.1): every kernel backend vs the torch.fft reference, output and all gradients."""
+"""Spectral filter (fxkernels/ops/spectral/README.md): every kernel backend vs the torch.fft reference, output and
+all gradients."""
 
 import math
+from functools import partial
 
 import pytest
 import torch
 
 import fxkernels
 from fxkernels.ops.spectral.reference import spectral_filter_dft, spectral_filter_ref
-from fxkernels.testing import assert_close
+from fxkernels.testing import assert_close, assert_deterministic, check_op, gradcheck
 from tests.conftest import BACKEND_PARAMS
 
 DTYPES = [pytest.param(torch.float32, id="fp32"), pytest.param(torch.float64, id="fp64")]
@@ -45,7 +47,7 @@ def filt_shape(B, C, M, H, W, kind):
     }[kind]
 
 
-def make(B, C, T, H, W, kind, residual, dim, noncontig, dtype):
+def make(B, C, T, H, W, kind, residual, dim, noncontig, dtype, device="cpu"):
     """(x, filt, residual) with the time axis at `dim` (the other axes in (B, C, H, W) order)."""
     M = T // 2 + 1
     canon = (B, C, T, H, W)
@@ -59,51 +61,31 @@ def make(B, C, T, H, W, kind, residual, dim, noncontig, dtype):
             t = t.movedim(-1, 1)
         else:
             t = torch.randn(*shape, dtype=torch.float64)
-        return t.to(dtype)
+        return t.to(dtype=dtype, device=device)
 
     x = at_dim(rnd(canon))
     fs = filt_shape(B, C, M, H, W, kind)
     if kind == "full":  # (B, C, M, 2, H, W) -> (B, C, M, H, W, 2) view, as a filter generator produces it
         f = (
             torch.randn(fs[0], fs[1], fs[2], 2, fs[3], fs[4], dtype=torch.float64)
-            .to(dtype)
+            .to(dtype=dtype, device=device)
             .permute(0, 1, 2, 4, 5, 3)
         )
     else:
-        f = torch.randn(*fs, 2, dtype=torch.float64).to(dtype)
+        f = torch.randn(*fs, 2, dtype=torch.float64).to(dtype=dtype, device=device)
     f = f.movedim(2, dim % 5)
     r = at_dim(rnd(canon)) if residual else None
     return x, f, r
 
 
-def run(fn, x, f, r, g):
-    xs = x.detach().clone().requires_grad_(True)
-    fs = f.detach().clone().requires_grad_(True)
-    rs = r.detach().clone().requires_grad_(True) if r is not None else None
-    y = fn(xs, fs, rs)
-    y.backward(g)
-    return y.detach(), xs.grad, fs.grad, (rs.grad if rs is not None else None)
-
-
-def check(x, f, r, dim, backend, dtype, via=None, scale=1.0):
-    g = torch.randn(x.shape, dtype=torch.float64)
-    want = run(
-        lambda a, b, c: spectral_filter_ref(a, b, c, dim),
-        x.double(),
-        f.double(),
-        r.double() if r is not None else None,
-        g,
-    )
-    fn = via or (lambda a, b, c: fxkernels.spectral_filter(a, b, c, dim=dim, backend=backend))
-    got = run(fn, x, f, r, g.to(dtype))
-    for name, a, e in zip(("y", "dx", "dfilt", "dresidual"), got, want):
-        if a is not None:
-            assert a.dtype == dtype, name
-        assert_close(a, e, dtype, name, scale)
+def check(x, f, r, dim, backend, via=None, **kw):
+    """Output and the gradients of x, filt and residual vs the float64 reference (kw: check_op's options)."""
+    fn = via or partial(fxkernels.spectral_filter, dim=dim, backend=backend)
+    return check_op(fn, partial(spectral_filter_ref, dim=dim), {"x": x, "filt": f, "residual": r}, **kw)
 
 
 # ----------------------------------------------------------------------------------------------- reference
-@pytest.mark.parametrize("T", T_ALL + [65, 100])
+@pytest.mark.parametrize("T", [pytest.param(t, id=f"T{t}") for t in T_ALL + [65, 100]])
 def test_reference_matches_dft_definition(T):
     x, f, r = make(2, 3, T, 2, 3, "full", True, 2, False, torch.float64)
     assert_close(spectral_filter_ref(x, f, r), spectral_filter_dft(x, f, r))
@@ -114,16 +96,12 @@ def test_reference_matches_dft_definition(T):
 def test_reference_gradients_match_dft_definition():
     # torch.fft's autograd vs the DFT-matrix form: the DC / Nyquist handling of the backward
     for T in (4, 5):
-        x, f, r = make(1, 2, T, 2, 2, "full", False, 2, False, torch.float64)
-        g = torch.randn(x.shape, dtype=torch.float64)
-        a = run(lambda a, b, c: spectral_filter_ref(a, b, c), x, f, None, g)
-        b = run(lambda a, b, c: spectral_filter_dft(a, b, c), x, f, None, g)
-        for u, v in zip(a[:3], b[:3]):
-            assert_close(u, v)
-        M = T // 2 + 1
-        assert a[2][:, :, 0, ..., 1].abs().max() == 0  # no gradient through the DC imaginary part
+        x, f, _ = make(1, 2, T, 2, 2, "full", False, 2, False, torch.float64)
+        got, _ = check_op(spectral_filter_ref, spectral_filter_dft, {"x": x, "filt": f}, ref_dtype=None)
+        dfilt, M = got.grads["filt"], T // 2 + 1
+        assert dfilt[:, :, 0, ..., 1].abs().max() == 0  # no gradient through the DC imaginary part
         if T % 2 == 0:
-            assert a[2][:, :, M - 1, ..., 1].abs().max() == 0  # nor the Nyquist one
+            assert dfilt[:, :, M - 1, ..., 1].abs().max() == 0  # nor the Nyquist one
 
 
 def test_reference_hand_cases():
@@ -151,75 +129,66 @@ def test_reference_hand_cases():
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("B,C,T,H,W,kind,res,dim,noncontig", SHAPES)
 def test_matches_reference(B, C, T, H, W, kind, res, dim, noncontig, dtype, device, backend):
-    x, f, r = make(B, C, T, H, W, kind, res, dim, noncontig, dtype)
-    check(x, f, r, dim, backend, dtype)
+    x, f, r = make(B, C, T, H, W, kind, res, dim, noncontig, dtype, device)
+    check(x, f, r, dim, backend)
 
 
 @pytest.mark.parametrize("device,backend", BACKEND_PARAMS)
 @pytest.mark.parametrize("dtype", HALF)
 def test_half_precision(dtype, device, backend):
     for T, kind in ((8, "full"), (15, "channel")):
-        x, f, r = make(2, 3, T, 3, 4, kind, True, 2, False, dtype)
-        check(x, f, r, 2, backend, dtype)
+        x, f, r = make(2, 3, T, 3, 4, kind, True, 2, False, dtype, device)
+        check(x, f, r, 2, backend)
 
 
 @pytest.mark.parametrize("device,backend", BACKEND_PARAMS)
 def test_mtstwn_like_shape_fp32(device, backend):
     # 15 time steps, a per-position filter, a map larger than one CPU block row (C, H, W reduced for the interpreter)
     C, H, W = (16, 14, 14) if backend != "triton" else (2, 5, 7)
-    x, f, r = make(2, C, 15, H, W, "full", True, 2, False, torch.float32)
-    check(x, f, r, 2, backend, torch.float32)
+    x, f, r = make(2, C, 15, H, W, "full", True, 2, False, torch.float32, device)
+    check(x, f, r, 2, backend)
 
 
 @pytest.mark.parametrize("device,backend", BACKEND_PARAMS)
 def test_partial_gradients(device, backend):
     # only some inputs require grad: the backward skips the unneeded outputs
-    x, f, r = make(2, 2, 6, 3, 3, "full", True, 2, False, torch.float64)
-    g = torch.randn(x.shape, dtype=torch.float64)
+    x, f, r = make(2, 2, 6, 3, 3, "full", True, 2, False, torch.float64, device)
     for need in ((True, False, False), (False, True, False), (False, False, True), (False, True, True)):
-        ins = [t.detach().clone().requires_grad_(n) for t, n in zip((x, f, r), need)]
-        ref = [t.detach().clone().requires_grad_(n) for t, n in zip((x, f, r), need)]
-        fxkernels.spectral_filter(*ins, backend=backend).backward(g)
-        spectral_filter_ref(*ref).backward(g)
-        for a, b in zip(ins, ref):
-            assert (a.grad is None) == (b.grad is None)
-            if a.grad is not None:
-                assert_close(a.grad, b.grad)
+        frozen = [name for name, n in zip(("x", "filt", "residual"), need) if not n]
+        got, _ = check(x, f, r, 2, backend, no_grad=frozen)
+        assert sorted(got.grads) == sorted({"x", "filt", "residual"} - set(frozen))
 
 
 @pytest.mark.parametrize("device,backend", BACKEND_PARAMS)
 def test_gradcheck_fp64(device, backend):
     for T, kind in ((4, "full"), (5, "channel")):  # even T has a Nyquist term, odd T none
-        x, f, r = make(1, 2, T, 2, 3, kind, True, 2, False, torch.float64)
-        args = tuple(t.requires_grad_(True) for t in (x, f, r))
-        assert torch.autograd.gradcheck(
-            lambda a, b, c: fxkernels.spectral_filter(a, b, c, backend=backend), args, eps=1e-6, atol=1e-8
-        )
+        x, f, r = make(1, 2, T, 2, 3, kind, True, 2, False, torch.float64, device)
+        fn = partial(fxkernels.spectral_filter, backend=backend)
+        assert gradcheck(fn, {"x": x, "filt": f, "residual": r}, eps=1e-6, atol=1e-8)
 
 
 @pytest.mark.parametrize("device,backend", BACKEND_PARAMS)
 def test_registered_op_autograd_matches_reference(device, backend):
     # eager calls take a direct autograd.Function; this checks the registered op's autograd (torch.compile's path)
-    x, f, r = make(2, 3, 7, 3, 2, "bc", True, 2, False, torch.float64)
+    x, f, r = make(2, 3, 7, 3, 2, "bc", True, 2, False, torch.float64, device)
     check(
         x,
         f,
         r,
         2,
         backend,
-        torch.float64,
-        via=lambda a, b, c: torch.ops.fxkernels.spectral_filter(a, b, c, backend),
+        via=lambda x, filt, residual: torch.ops.fxkernels.spectral_filter(x, filt, residual, backend),
     )
 
 
 @pytest.mark.parametrize("device,backend", BACKEND_PARAMS)
 def test_opcheck(device, backend):
-    x, f, r = make(2, 3, 6, 3, 2, "full", True, 2, False, torch.float32)
+    x, f, r = make(2, 3, 6, 3, 2, "full", True, 2, False, torch.float32, device)
     torch.library.opcheck(
         torch.ops.fxkernels.spectral_filter.default,
         (x.requires_grad_(True), f.requires_grad_(True), r.requires_grad_(True), backend),
     )
-    x, f, _ = make(2, 3, 5, 2, 2, "channel", False, 2, False, torch.float32)
+    x, f, _ = make(2, 3, 5, 2, 2, "channel", False, 2, False, torch.float32, device)
     torch.library.opcheck(
         torch.ops.fxkernels.spectral_filter.default, (x.requires_grad_(True), f, None, backend)
     )
@@ -227,12 +196,10 @@ def test_opcheck(device, backend):
 
 @pytest.mark.parametrize("device,backend", BACKEND_PARAMS)
 def test_backward_is_deterministic(device, backend):
-    x, f, r = make(2, 4, 15, 5, 6, "channel", True, 2, False, torch.float32)
-    g = torch.randn(x.shape)
-    fn = lambda a, b, c: fxkernels.spectral_filter(a, b, c, backend=backend)
-    r1, r2 = run(fn, x, f, r, g), run(fn, x, f, r, g)
-    for a, b in zip(r1, r2):
-        assert torch.equal(a, b)
+    x, f, r = make(2, 4, 15, 5, 6, "channel", True, 2, False, torch.float32, device)
+    assert_deterministic(
+        partial(fxkernels.spectral_filter, backend=backend), {"x": x, "filt": f, "residual": r}
+    )
 
 
 @pytest.mark.parametrize(
@@ -240,7 +207,7 @@ def test_backward_is_deterministic(device, backend):
 )
 def test_empty(device, backend):
     for B, C, H in ((0, 3, 2), (2, 0, 2), (2, 3, 0)):
-        x, f, r = make(B, C, 6, H, 3, "full", True, 2, False, torch.float32)
+        x, f, r = make(B, C, 6, H, 3, "full", True, 2, False, torch.float32, device)
         args = [t.requires_grad_(True) for t in (x, f, r)]
         y = fxkernels.spectral_filter(*args, backend=backend)
         assert y.shape == x.shape
@@ -251,7 +218,7 @@ def test_empty(device, backend):
 @pytest.mark.parametrize("device,backend", BACKEND_PARAMS)
 def test_long_time_axis(device, backend):
     # T > 64: "auto" falls back to the reference, an explicit fused backend raises
-    x, f, _ = make(1, 2, 65, 2, 2, "channel", False, 2, False, torch.float32)
+    x, f, _ = make(1, 2, 65, 2, 2, "channel", False, 2, False, torch.float32, device)
     with fxkernels.use_backend(backend):
         assert_close(fxkernels.spectral_filter(x, f), spectral_filter_ref(x, f))
     with pytest.raises(ValueError, match="T <= 64"):
@@ -263,12 +230,11 @@ def test_compile_fullgraph(backend):
     if backend == "cpu" and not fxkernels.backends()["cpu"]:
         pytest.skip("needs the compiled CPU kernels")
     x, f, r = make(2, 3, 7, 3, 4, "full", True, 2, False, torch.float32)
-    g = torch.randn(x.shape)
-    fn = lambda a, b, c: torch.nn.functional.gelu(fxkernels.spectral_filter(a, b, c, backend=backend))
-    eager = run(fn, x, f, r, g)
-    compiled = run(torch.compile(fn, fullgraph=True), x, f, r, g)
-    for a, b in zip(eager, compiled):
-        assert_close(a, b, torch.float32)
+
+    def fn(x, filt, residual):
+        return torch.nn.functional.gelu(fxkernels.spectral_filter(x, filt, residual, backend=backend))
+
+    check_op(torch.compile(fn, fullgraph=True), fn, {"x": x, "filt": f, "residual": r}, ref_dtype=None)
 
 
 def test_bad_input():
@@ -309,7 +275,7 @@ def test_filter_grad_keeps_the_filter_layout(device, backend):
     # eager backward returns dfilt laid out like a dense filt (TemporalFilter's permuted view), so autograd stores
     # it as filt.grad without a copy; a broadcast filter gets a contiguous gradient of its own shape
     for kind in ("full", "channel"):
-        x, f, r = make(2, 3, 8, 3, 4, kind, True, 2, False, torch.float32)
+        x, f, r = make(2, 3, 8, 3, 4, kind, True, 2, False, torch.float32, device)
         f.requires_grad_(True)
         fxkernels.spectral_filter(x, f, r, backend=backend).sum().backward()
         assert f.grad.shape == f.shape and f.grad.stride() == torch.empty_like(f).stride()

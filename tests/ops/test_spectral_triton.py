@@ -1,4 +1,4 @@
-"""Spectral filter (SPEC 3.1): the Triton launchers vs spectral_filter_ref (torch.fft), output and both gradients.
+"""Spectral filter (fxkernels/ops/spectral/README.md): the Triton launchers vs spectral_filter_ref (torch.fft), output and both gradients.
 
 Runs the kernels on CPU tensors under TRITON_INTERPRET=1 (set by conftest when there is no GPU) or on CUDA.
 The per-column filter gradient of the launchers is compared with the autograd gradient of the reference for the
@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from fxkernels.ops.spectral.reference import spectral_filter_ref
-from fxkernels.testing import assert_close
+from fxkernels.testing import assert_close, run_with_grads
 from tests.conftest import AVAILABLE
 
 if not AVAILABLE["triton"]:
@@ -92,14 +92,16 @@ def make_inputs(B, C, T, H, W, kind, res, noncontig, dtype):
 
 def reference(x, filt, residual, dy):
     """Output and the autograd gradients (dx, per-column dfilt) of the reference in float64."""
-    a = x.detach().double().requires_grad_()
-    f = filt.detach().double().contiguous().requires_grad_()  # full size: per-column gradient
-    r = residual.double() if residual is not None else None
-    if a.numel() == 0:  # (torch.fft on CPU / MKL rejects an empty batch)
-        return torch.zeros_like(a), torch.zeros_like(a), torch.zeros_like(f)
-    y = spectral_filter_ref(a, f, r)
-    da, df = torch.autograd.grad(y, (a, f), dy.double())
-    return y.detach(), da, df
+    if x.numel() == 0:  # (torch.fft on CPU / MKL rejects an empty batch)
+        zero = torch.zeros_like(x, dtype=torch.float64)
+        return zero, zero, torch.zeros_like(filt, dtype=torch.float64)
+    inputs = {
+        "x": x.double(),
+        "filt": filt.double().contiguous(),  # full size: the per-column gradient
+        "residual": residual.double() if residual is not None else None,
+    }
+    run = run_with_grads(spectral_filter_ref, inputs, dy.double(), no_grad=("residual",))
+    return run.outputs[0], run.grads["x"], run.grads["filt"]
 
 
 def check(x, filt, residual, dy, dtype, df_dtype=None):
