@@ -1,4 +1,4 @@
-"""Triton backend of the CCC family (SPEC section 2; math and the backend contract in ./README.md).
+"""Triton backend of the CCC family (math and the backend contract in ./README.md).
 
 Launchers (the five functions of the backend contract), one module per op, re-exported here:
 
@@ -31,12 +31,12 @@ Kernels:
   for each ``s``, ``h_s = sum_n x[b, c, nbr[b, n, s]] w2[f, n]`` over ``BK`` chunks of ``n`` (the
   ``(B, C, N, k)`` gathered tensor is never formed), ``v = ReLU(round_to_dtype(a + h_s))``, max / arg.
 * ``_spatial_dw2_kernel``: ``dw2[f, n] = sum_{b, c, s} dh_s[b, c, f] x[b, c, nbr[b, n, s]]`` as a
-  gather-GEMM per (``BF`` x ``BN`` tile, batch chunk) with ``dh_s = dy (y > 0) [arg == s]`` built on the
+  gather-GEMM per (``BF`` x ``BN`` tile, batch chunk) with ``dh_s = dy [not y <= 0] [arg == s]`` built on the
   fly; torch sums the per-chunk partials in a fixed order.
 * ``_spatial_p_kernel`` + ``_spatial_scatter_kernel`` (``dxg``), for each ``s``: ``P_s^T[b, n, c] =
   sum_f w2[f, n] dh_s[b, c, f]`` (a GEMM into an fp32 / fp64 scratch), then a deterministic scatter through
   the inverse of ``nbr[:, :, s]`` (CSR from a stable argsort): ``acc[b, m, c] += sum_{n: nbr[b,n,s]=m}
-  P_s^T[b, n, c]`` with ``n`` increasing, ``s`` outer.  ``da = dy (y > 0)`` is a torch elementwise op.
+  P_s^T[b, n, c]`` with ``n`` increasing, ``s`` outer.  ``da = dy [not y <= 0]`` is a torch select.
 
 Accumulation is fp32 for fp32/fp16/bf16 and fp64 for fp64.  The spatial GEMMs use ``tl.dot`` with
 PyTorch's fp32 matmul precision (``"tf32"`` only when TF32 matmuls are enabled), the k-NN always

@@ -21,11 +21,20 @@ _DTYPES = (torch.float32, torch.float64, torch.float16, torch.bfloat16)
 
 @triton.jit
 def _max_step(pre, s, best, arg, DT: tl.constexpr):
-    """One slot of the running max: v = ReLU(round_to_DT(pre)); a strictly larger v takes the place, so
-    the first maximising slot is kept."""
-    v = tl.maximum(round_to(pre, DT), 0.0)
-    better = v > best
+    """One slot of the running max: v = ReLU(round_to_DT(pre)) with NaN propagating (as torch.relu; the
+    hardware max would drop it); a strictly larger v takes the place, so the first maximising slot is kept,
+    and the first NaN wins and stays (as torch.max)."""
+    r = round_to(pre, DT)
+    v = tl.where(r < 0, 0.0, r)
+    better = (v > best) | ((v != v) & (best == best))
     return tl.where(better, v, best), tl.where(better, s, arg)
+
+
+@triton.jit
+def _relu_grad(dy, y):
+    """dy where y is not <= 0, else 0 (a select, as torch.relu's backward: a NaN output passes dy, a
+    non-finite dy of a masked element gives 0)."""
+    return tl.where(y <= 0, 0.0, dy)
 
 
 @triton.jit

@@ -16,6 +16,7 @@ from .triton_common import (
     _csr,
     _max_step,
     _need,
+    _relu_grad,
     _spec,
     _store_max,
 )
@@ -75,7 +76,7 @@ def _edge_max_bwd_kernel(
     BF: tl.constexpr,
     ACC: tl.constexpr,
 ):
-    """dag[b,j,:F] = dy[b,j] (y[b,j] > 0); dag[b,j,F:] = sum over the CSR entries e = i*k + s of j
+    """dag[b,j,:F] = dy[b,j] [not y[b,j] <= 0]; dag[b,j,F:] = sum over the CSR entries e = i*k + s of j
     (increasing) of da[b,i] [arg[b,i] == s]."""
     DT = dag_ptr.dtype.element_ty
     pid = tl.program_id(0)  # b * C + j
@@ -87,7 +88,7 @@ def _edge_max_bwd_kernel(
     dyj = tl.load(dy_base + j * sdc + f * sdf, mask=fm, other=0.0)
     yj = tl.load(y_ptr + pid.to(tl.int64) * F + f, mask=fm, other=0.0)
     dag_row = dag_ptr + pid.to(tl.int64) * (2 * F)
-    tl.store(dag_row + f, (dyj.to(ACC) * tl.where(yj > 0, 1.0, 0.0)).to(DT), mask=fm)
+    tl.store(dag_row + f, _relu_grad(dyj.to(ACC), yj).to(DT), mask=fm)
     start = tl.load(off_ptr + b * (C + 1) + j)
     end = tl.load(off_ptr + b * (C + 1) + j + 1)
     order_base = order_ptr + b.to(tl.int64) * C * k
@@ -100,7 +101,7 @@ def _edge_max_bwd_kernel(
         dyi = tl.load(dy_base + i * sdc + f * sdf, mask=fm, other=0.0)
         yi = tl.load(y_ptr + row * F + f, mask=fm, other=0.0)
         ai = tl.load(arg_ptr + row * F + f, mask=fm, other=0).to(tl.int32)
-        acc += tl.where(ai == s, dyi.to(ACC) * tl.where(yi > 0, 1.0, 0.0), 0.0)
+        acc += tl.where(ai == s, _relu_grad(dyi.to(ACC), yi), 0.0)
     tl.store(dag_row + F + f, acc.to(DT), mask=fm)
 
 
@@ -172,7 +173,7 @@ def edge_max_fwd_triton(ag: torch.Tensor, nbr: torch.Tensor):
 def edge_max_bwd_triton(dy: torch.Tensor, y: torch.Tensor, arg: torch.Tensor, nbr: torch.Tensor):
     """Channel graph backward (deterministic, no atomics). Returns dag = [da, dg]: (B, C, 2F), contiguous.
 
-    da = dy (y > 0); dg[b,j] = sum over (i, s) with nbr[b,i,s] == j and arg[b,i] == s of da[b,i], in
+    da = dy [not y <= 0]; dg[b,j] = sum over (i, s) with nbr[b,i,s] == j and arg[b,i] == s of da[b,i], in
     increasing (i, s) order (fp32 / fp64 accumulation).
     """
     _check_float("y", y, 3)

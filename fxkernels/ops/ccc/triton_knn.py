@@ -69,7 +69,9 @@ def _knn_cosine_kernel(
         sim = gram / den
     else:
         sim = tl.div_rn(gram, den)
-    sim = tl.where(cmask[None, :], sim, float("-inf"))
+    # NaN first (as the reference's descending sort): finite similarities are within [-1, 1] up to rounding,
+    # so a NaN can take +inf as its key (+inf never occurs otherwise)
+    sim = tl.where(cmask[None, :], tl.where(sim != sim, float("inf"), sim), float("-inf"))
     out = nbr_ptr + (b * R + rows).to(tl.int64) * k
     for t in range(0, k):
         best = tl.max(sim, axis=1)
@@ -144,7 +146,7 @@ def _knn_cosine_tiled_kernel(
         else:
             nq = tl.maximum(tl.sqrt_rn(sq), _EPS)
             sim = tl.div_rn(gram, nr[:, None] * nq[None, :])
-        sim = tl.where(cmask[None, :], sim, float("-inf"))
+        sim = tl.where(cmask[None, :], tl.where(sim != sim, float("inf"), sim), float("-inf"))  # NaN first
         nv = tl.full([BM, KP], float("-inf"), dtype=ACC)
         ni = tl.zeros([BM, KP], dtype=tl.int32)
         for t in range(0, k):

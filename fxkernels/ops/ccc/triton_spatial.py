@@ -126,7 +126,7 @@ def _spatial_dw2_kernel(
     PREC: tl.constexpr,
 ):
     """out[chunk, f, n] = sum_{b in chunk, c, s} dh_s[b,c,f] x[b,c,nbrt[b,s,n]],
-    dh_s = dy (y > 0) [arg == s]; K loop over (b, c chunk, s)."""
+    dh_s = dy [not y <= 0] [arg == s]; K loop over (b, c chunk, s)."""
     t = tl.program_id(0)
     chunk = tl.program_id(1)
     tiles_n = tl.cdiv(N, BN)
@@ -147,7 +147,7 @@ def _spatial_dw2_kernel(
             yo = (bb * C + cc).to(tl.int64)[None, :] * F + f[:, None]
             yt = tl.load(y_ptr + yo, mask=mt, other=0.0)
             at = tl.load(arg_ptr + yo, mask=mt, other=0).to(tl.int32)
-            live = mt & (yt > 0)
+            live = mt & ~(yt <= 0)  # a NaN output passes dy, as torch.relu's backward
             for s in range(0, k):
                 idx = tl.load(nbrt_ptr + (bb * k + s).to(tl.int64) * N + n, mask=nm, other=0)
                 xg = tl.load(
@@ -204,7 +204,7 @@ def _spatial_p_kernel(
         at = tl.load(arg_ptr + yo, mask=mt, other=0).to(tl.int32)
         # dh_s^T (BK, BC) as a masked load: the dot operand comes straight from memory
         dh = tl.load(
-            dy_base + c[None, :] * sdc + ff[:, None] * sdf, mask=mt & (yt > 0) & (at == s), other=0.0
+            dy_base + c[None, :] * sdc + ff[:, None] * sdf, mask=mt & ~(yt <= 0) & (at == s), other=0.0
         )
         acc = tl.dot(wt, dh, acc, input_precision=PREC, out_dtype=ACC)
     out = (b * N + n).to(tl.int64)[:, None] * C + c[None, :]
@@ -346,6 +346,11 @@ def spatial_specs() -> list[KernelSpec]:
 # launchers
 
 
+def _relu_grad_torch(dy, y):
+    """da = dy where y is not <= 0, else 0, contiguous (a select, as torch.relu's backward)."""
+    return torch.where(y <= 0, torch.zeros((), dtype=dy.dtype, device=dy.device), dy).contiguous()
+
+
 def _check_spatial(x, nbr, w2):
     _check_float("x", x, 3)
     B, C, N = x.shape
@@ -402,7 +407,7 @@ def spatial_edge_bwd_triton(
 ):
     """Spatial graph backward (deterministic, no atomics). Returns (da, dxg, dw2), contiguous, x's dtype:
 
-    da = dy (y > 0), dh_s = da [arg == s],
+    da = dy [not y <= 0] (a NaN y passes dy, as torch.relu), dh_s = da [arg == s],
     dxg[b,c,m] = sum over (n, s) with nbr[b,n,s] == m of (dh_s w2)[b,c,n]  (s outer, n increasing),
     dw2[f,n] = sum over b, c, s of dh_s[b,c,f] x[b,c,nbr[b,n,s]].
     """
@@ -413,7 +418,7 @@ def spatial_edge_bwd_triton(
     dtype, dev = x.dtype, x.device
     if B * C * F * N == 0:
         return (
-            (dy * (y > 0)).contiguous(),
+            _relu_grad_torch(dy, y),
             torch.zeros((B, C, N), dtype=dtype, device=dev),
             torch.zeros((F, N), dtype=dtype, device=dev),
         )
@@ -421,7 +426,7 @@ def spatial_edge_bwd_triton(
     prec = dot_precision(dtype)
     y = y.contiguous()
     arg = arg.contiguous()
-    da = (dy * (y > 0)).contiguous()
+    da = _relu_grad_torch(dy, y)
     nbrt = _nbr_t(nbr)
     sd, sx, sw = dy.stride(), x.stride(), w2.stride()
     check_i32(*sd, *sx, *sw, B * k * N, B * C * F, B * N * C, F * N)
