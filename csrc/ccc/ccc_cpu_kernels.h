@@ -10,6 +10,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
+#include <cstring>
 #include <limits>
 #include <numeric>
 #include <vector>
@@ -128,6 +129,55 @@ void select_row(const A* FXK_RESTRICT sim, int64_t R, int64_t k, int64_t* FXK_RE
   }
 }
 
+// Duplicate rows: a GEMM can give two bitwise-equal rows similarities 1 ulp apart (different register tiles),
+// which would break their tie. rep[b * R + r] = the lowest row of batch b whose normalised values are bitwise
+// equal to row r's (a hash of the bits, rows sorted by (hash, index), equal hashes confirmed with memcmp).
+// Returns whether any row has rep != itself.
+template <typename A>
+bool first_equal_rows(const A* FXK_RESTRICT xn, int64_t B, int64_t R, int64_t D, int64_t* FXK_RESTRICT rep) {
+  const size_t bytes = static_cast<size_t>(D) * sizeof(A);
+  std::vector<uint8_t> dup(static_cast<size_t>(B), 0);
+  at::parallel_for(0, B, 1, [&](int64_t b0, int64_t b1) {
+    std::vector<uint64_t> h(static_cast<size_t>(R));
+    std::vector<int64_t> order(static_cast<size_t>(R));
+    for (int64_t b = b0; b < b1; ++b) {
+      const A* xb = xn + b * R * D;
+      int64_t* rb = rep + b * R;
+      for (int64_t r = 0; r < R; ++r) {
+        // sum of the row's 32-bit words times distinct odd constants (independent terms: cheap, exact)
+        uint64_t v = 0, c = 0x9E3779B97F4A7C15ull;
+        for (size_t i = 0; i < bytes / 4; ++i, c += 0x3C6EF372FE94F82Aull) {
+          uint32_t w;
+          std::memcpy(&w, reinterpret_cast<const unsigned char*>(xb + r * D) + 4 * i, 4);
+          v += static_cast<uint64_t>(w) * (c | 1);
+        }
+        h[r] = v;
+      }
+      std::iota(order.begin(), order.end(), int64_t{0});
+      std::sort(order.begin(), order.end(), [&](int64_t i, int64_t j) { return h[i] != h[j] ? h[i] < h[j] : i < j; });
+      for (int64_t a = 0; a < R;) {
+        int64_t e = a + 1;
+        while (e < R && h[order[e]] == h[order[a]]) ++e;
+        // a run of equal hashes, in increasing index order: each row joins the first earlier equal row
+        for (int64_t t = a; t < e; ++t) {
+          const int64_t r = order[t];
+          rb[r] = r;
+          for (int64_t u = a; u < t; ++u) {
+            const int64_t c = order[u];
+            if (rb[c] == c && std::memcmp(xb + c * D, xb + r * D, bytes) == 0) {
+              rb[r] = c;
+              dup[b] = 1;
+              break;
+            }
+          }
+        }
+        a = e;
+      }
+    }
+  });
+  return std::any_of(dup.begin(), dup.end(), [](uint8_t v) { return v != 0; });
+}
+
 template <typename T, typename A>
 void knn_impl(const KnnProblem& pb, const at::Tensor& out) {
   const int64_t B = pb.B, R = pb.R, D = pb.D, k = pb.k;
@@ -139,16 +189,33 @@ void knn_impl(const KnnProblem& pb, const at::Tensor& out) {
     for (int64_t r = r0; r < r1; ++r) normalize_row<T, A>(xp + r * D, D, xnp + r * D);
   });
   int64_t* op = out.mutable_data_ptr<int64_t>();
+  std::vector<int64_t> rep(static_cast<size_t>(B * R));
+  const bool dups = first_equal_rows<A>(xnp, B, R, D, rep.data());
+  // per batch, the columns that score as their first equal row (CSR: dup_cols[dup_off[b], dup_off[b + 1]))
+  std::vector<int64_t> dup_off(static_cast<size_t>(B + 1), 0), dup_cols;
+  if (dups) {
+    for (int64_t g = 0; g < B * R; ++g)
+      if (rep[g] != g % R) {
+        dup_cols.push_back(g % R);
+        ++dup_off[g / R + 1];
+      }
+    for (int64_t b = 0; b < B; ++b) dup_off[b + 1] += dup_off[b];
+  }
 
   // Selection of the rows [0, rows) of a chunk: row t is the global row g = b0 * R + r0 + t (= b * R + r), its
-  // similarities at sims + t * R.
-  auto select = [&](const A* sims, int64_t b0, int64_t r0, int64_t rows) {
+  // similarities at sims + t * R. A row equal to an earlier one is skipped (it gets that row's list below).
+  auto select = [&](A* sims, int64_t b0, int64_t r0, int64_t rows) {
     at::parallel_for(0, rows, std::max<int64_t>(1, 4096 / R), [&](int64_t t0, int64_t t1) {
       std::vector<int64_t> cand(R);
       std::vector<A> vals(k);
       for (int64_t t = t0; t < t1; ++t) {
-        const int64_t g = b0 * R + r0 + t;
-        select_row<A>(sims + t * R, R, k, op + g * k, cand.data(), vals.data());
+        const int64_t g = b0 * R + r0 + t, b = g / R;
+        A* st = sims + t * R;
+        if (dups) {
+          if (rep[g] != g - b * R) continue;
+          for (int64_t e = dup_off[b]; e < dup_off[b + 1]; ++e) st[dup_cols[e]] = st[rep[b * R + dup_cols[e]]];
+        }
+        select_row<A>(st, R, k, op + g * k, cand.data(), vals.data());
       }
     });
   };
@@ -161,7 +228,7 @@ void knn_impl(const KnnProblem& pb, const at::Tensor& out) {
       const at::Tensor xs = xn.narrow(0, b0, nb);
       at::Tensor sims = buf.narrow(0, 0, nb);
       at::bmm_out(sims, xs, xs.transpose(1, 2));
-      select(sims.const_data_ptr<A>(), b0, 0, nb * R);
+      select(sims.mutable_data_ptr<A>(), b0, 0, nb * R);
     }
   } else {
     // Row chunks of one batch.
@@ -173,10 +240,15 @@ void knn_impl(const KnnProblem& pb, const at::Tensor& out) {
         const int64_t nr = std::min(rc, R - r0);
         at::Tensor sims = buf.narrow(0, 0, nr);
         at::mm_out(sims, xb.narrow(0, r0, nr), xb.t());
-        select(sims.const_data_ptr<A>(), b, r0, nr);
+        select(sims.mutable_data_ptr<A>(), b, r0, nr);
       }
     }
   }
+  if (dups)
+    for (int64_t g = 0; g < B * R; ++g) {
+      const int64_t src = g - g % R + rep[g];
+      if (src != g) std::copy(op + src * k, op + src * k + k, op + g * k);
+    }
 }
 
 // ---------------------------------------------------------------------------------------------------------

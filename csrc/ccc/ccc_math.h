@@ -20,9 +20,11 @@ constexpr double kEps = 1e-12;
 // k-NN
 
 // Rows are normalised as F.normalize does, x_hat = x / max(|x|, eps) (a division, as the reference), and
-// sim[r, q] = dot(x_hat_r, x_hat_q). So an all-zero row has similarity exactly 0 with everything, equal rows
-// (or rows equal up to a power of two) get bitwise equal similarities, and D = 1 gives exactly +-1 / 0: the ties
-// of the reference are ties here too.
+// sim[r, q] = dot(x_hat_r, x_hat_q). So an all-zero row has similarity exactly 0 with everything and D = 1 gives
+// exactly +-1 / 0: the ties of the reference are ties here too. Rows with bitwise-equal x_hat (equal rows, or rows
+// equal up to a power of two) must score bitwise-equal similarities: the CUDA kernel computes every dot product
+// the same way; the CPU kernels' GEMM may not (its register tiles round differently), so they score every
+// duplicate row as its first equal row (ccc_cpu_kernels.h, first_equal_rows).
 template <typename A>
 FXK_HD_INLINE A knn_clamp_norm(A norm) {
   const A e = static_cast<A>(kEps);
@@ -81,10 +83,11 @@ FXK_HD_INLINE A edge_max(A a, int k, const G& g, int& arg) {
 // ---------------------------------------------------------------------------------------------------------
 // Backward
 
-// da = dy * (y > 0), as a select (an infinite or NaN dy of a masked element gives 0, as ReLU's backward).
+// da = dy where y is not <= 0, else 0: a select, as torch.relu's backward (threshold_backward): an infinite or
+// NaN dy of a masked element gives 0, and a NaN output passes dy (as it reaches the winning slot of the max).
 template <typename A>
 FXK_HD_INLINE A relu_grad(A dy, A y) {
-  return y > A(0) ? dy : A(0);
+  return y <= A(0) ? A(0) : dy;
 }
 
 // The part of da that slot s received: da if arg == s, else 0 (adding this 0 to a sum that starts at +0 never

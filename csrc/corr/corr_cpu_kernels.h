@@ -8,7 +8,8 @@
 // a band of width P (q = j - i + R), so for a pair of rows (h, h + o(p)) the work is a banded product of two
 // small (n x C) matrices. It is done in register tiles: forward MR x NR dot products (vectors over C, one
 // horizontal sum per tile entry), backward MR output rows x vectors of C (broadcast coefficient times row).
-// Only displacements inside the map are visited (ranges clipped analytically), tiles only where the band is.
+// Only displacements inside the map are visited (ranges clipped analytically), tiles only where the band is; a
+// non-finite value reaches only the positions whose displacements land on it (see finite_flags).
 //
 // Parallel over (b, h) rows with at::parallel_for: every output row (out[b, :, h, :], df1[b, :, h, :],
 // df2[b, :, h, :]) is owned by one task, each sum runs in a fixed order (p, then residue tile, then j / i), so
@@ -302,6 +303,38 @@ void fwd_impl(const Problem& pb, const at::Tensor& out) {
   });
 }
 
+// Non-finite data in the backward tiles: a register tile shares its source rows between MR output positions
+// whose bands differ at the edges, with zero coefficients where a position's displacement leaves the patch; a zero
+// times an infinite or NaN source value would put NaN into a position that no displacement reaches. So every
+// source position gets a finiteness flag (one vector pass over its C values: a sum of v * 0 is 0 unless some v is
+// not finite), and a tile whose source rows are not all finite takes the exact path: each position over its own
+// band only.
+template <typename A>
+void finite_flags(const A* FXK_RESTRICT buf, int64_t positions, int C, std::vector<uint8_t>& flags) {
+  using V = typename Vec<A>::type;
+  constexpr int L = Vec<A>::L;
+  flags.resize(static_cast<size_t>(positions));
+  for (int64_t q = 0; q < positions; ++q) {
+    const A* FXK_RESTRICT v = buf + q * C;
+    V zv = V{};
+    int c = 0;
+    for (; c + L <= C; c += L) zv += vload<V>(v + c) * A(0);
+    A z = hsum<A>(zv);
+    for (; c < C; ++c) z += v[c] * A(0);
+    flags[q] = static_cast<uint8_t>(z == A(0));
+  }
+}
+
+// out[c] += coef[s] * src[s][c] for s in [s0, s1), c < C (the exact path of one output position).
+template <typename A>
+FXK_HD_INLINE void axpy_row(A* FXK_RESTRICT out, const A* const* src, const A* coef, int s0, int s1, int C) {
+  for (int s = s0; s < s1; ++s) {
+    const A k = coef[s];
+    const A* FXK_RESTRICT x = src[s];
+    for (int c = 0; c < C; ++c) out[c] += k * x[c];
+  }
+}
+
 // ---------------------------------------------------------------------------------------------------------
 // Backward: task (b, h) computes the rows df1[b, :, h, :] and df2[b, :, h, :] (both gathers).
 
@@ -325,6 +358,7 @@ void bwd_impl(const Problem& pb, const at::Tensor& df1, const at::Tensor& df2) {
     std::vector<A> acc1(static_cast<size_t>(W * C)), acc2(static_cast<size_t>(W * C)),
         scratch(static_cast<size_t>(C)), coef(static_cast<size_t>(MR * ldc)), buf1, buf2;
     std::vector<const A*> srcv(static_cast<size_t>(ldc));
+    std::vector<uint8_t> fin1, fin2;  // finiteness of the positions of buf1 / buf2
     A* cf = coef.data();
     const A** src = srcv.data();
     for (int64_t t = t0; t < t1; ++t) {
@@ -334,6 +368,8 @@ void bwd_impl(const Problem& pb, const at::Tensor& df1, const at::Tensor& df2) {
       buf2.resize(static_cast<size_t>((e1 - e0) * W * C));
       rows_channels_last<T, A>(s1p, st1, b, e0, e1, C, W, buf1.data());
       rows_channels_last<T, A>(s2p, st2, b, e0, e1, C, W, buf2.data());
+      finite_flags<A>(buf1.data(), (e1 - e0) * W, C, fin1);
+      finite_flags<A>(buf2.data(), (e1 - e0) * W, C, fin2);
       const T* gb = gp + b * g0;
       for (int h = static_cast<int>(h0); h < h1; ++h) {
       std::fill(acc1.begin(), acc1.end(), A(0));
@@ -344,6 +380,7 @@ void bwd_impl(const Problem& pb, const at::Tensor& df1, const at::Tensor& df2) {
       fwd_range(h, Hi, P, d, plo, phi);
       for (int p = plo; p < phi; ++p) {
         const A* r2 = buf2.data() + (h + offset(p, P, d) - e0) * W * C;
+        const uint8_t* f2r = fin2.data() + (h + offset(p, P, d) - e0) * W;
         const T* gbp = gb + int64_t{p} * P * g1 + int64_t{h} * g2;
         for (int r = 0; r < d && r < Wi; ++r) {
           const int n = residue_count(Wi, r, d);
@@ -354,7 +391,11 @@ void bwd_impl(const Problem& pb, const at::Tensor& df1, const at::Tensor& df2) {
             band_j(i0 + mi - 1, n, P, unused, jhi);
             const int ns = jhi - jlo;
             if (ns <= 0) continue;
-            for (int s = 0; s < ns; ++s) src[s] = r2 + int64_t{r + d * (jlo + s)} * C;
+            bool finite = true;
+            for (int s = 0; s < ns; ++s) {
+              src[s] = r2 + int64_t{r + d * (jlo + s)} * C;
+              finite = finite && f2r[r + d * (jlo + s)] != 0;
+            }
             A* o[MR];
             for (int k = 0; k < MR; ++k) {
               const int i = i0 + k;
@@ -366,7 +407,15 @@ void bwd_impl(const Problem& pb, const at::Tensor& df1, const at::Tensor& df2) {
                                       : A(0);
               }
             }
-            axpy_tile<A>(o, src, cf, ldc, ns, C);
+            if (finite) {
+              axpy_tile<A>(o, src, cf, ldc, ns, C);
+            } else {
+              for (int k = 0; k < mi; ++k) {
+                int lo, hi;
+                band_j(i0 + k, n, P, lo, hi);
+                axpy_row<A>(o[k], src, cf + k * ldc, lo - jlo, hi - jlo, C);
+              }
+            }
           }
         }
       }
@@ -376,6 +425,7 @@ void bwd_impl(const Problem& pb, const at::Tensor& df1, const at::Tensor& df2) {
       for (int p = plo; p < phi; ++p) {
         const int hs = h - offset(p, P, d);
         const A* r1 = buf1.data() + (hs - e0) * W * C;
+        const uint8_t* f1r = fin1.data() + (hs - e0) * W;
         const T* gbp = gb + int64_t{p} * P * g1 + int64_t{hs} * g2;
         for (int r = 0; r < d && r < Wi; ++r) {
           const int n = residue_count(Wi, r, d);
@@ -386,7 +436,11 @@ void bwd_impl(const Problem& pb, const at::Tensor& df1, const at::Tensor& df2) {
             band_i(j0 + mj - 1, n, P, unused, ihi);
             const int ns = ihi - ilo;
             if (ns <= 0) continue;
-            for (int s = 0; s < ns; ++s) src[s] = r1 + int64_t{r + d * (ilo + s)} * C;
+            bool finite = true;
+            for (int s = 0; s < ns; ++s) {
+              src[s] = r1 + int64_t{r + d * (ilo + s)} * C;
+              finite = finite && f1r[r + d * (ilo + s)] != 0;
+            }
             A* o[MR];
             for (int k = 0; k < MR; ++k) {
               const int j = j0 + k;
@@ -398,7 +452,15 @@ void bwd_impl(const Problem& pb, const at::Tensor& df1, const at::Tensor& df2) {
                                       : A(0);
               }
             }
-            axpy_tile<A>(o, src, cf, ldc, ns, C);
+            if (finite) {
+              axpy_tile<A>(o, src, cf, ldc, ns, C);
+            } else {
+              for (int k = 0; k < mj; ++k) {
+                int lo, hi;
+                band_i(j0 + k, n, P, lo, hi);
+                axpy_row<A>(o[k], src, cf + k * ldc, lo - ilo, hi - ilo, C);
+              }
+            }
           }
         }
       }

@@ -235,7 +235,10 @@ void bwd_columns(const Problem& pb, const Twiddles<A>& tw, int64_t bc, int64_t p
     }
   }
   if (dx != nullptr) {
-    for (int k = 0; k < M; ++k) spectrum_grad<V>(vload<V>(fb + k * L), vload<V>(fb + (KMAX + k) * L), gr[k], gi[k]);
+    for (int k = 0; k < M; ++k) {
+      spectrum_grad<V>(vload<V>(fb + k * L), vload<V>(fb + (KMAX + k) * L), gr[k], gi[k]);
+      real_bin(k, Tn, gi[k]);
+    }
     T* xp = dx + bc * Tn * HW;
     for (int t = 0; t < Tn; ++t) {
       alignas(32) A tmp[L];
@@ -374,20 +377,30 @@ inline void unfold(const A* ab, int nuP, int T, int nv, int ld, int nc, A* out) 
   if (T % 2 == 0 && T > 1) std::memcpy(out + (T / 2) * ld, ab + (T / 2) * ld, sizeof(A) * nc);
 }
 
+// Imaginary-part rows of the real frequencies (DC, and Nyquist for even T) set to exactly 0 (real_bin).
+template <typename A>
+inline void zero_real_rows(const DftMats<A>& dm, A* im, int ld, int nc) {
+  std::fill(im, im + nc, A(0));
+  if (dm.T % 2 == 0 && dm.M > 1) std::fill(im + (dm.M - 1) * ld, im + (dm.M - 1) * ld + nc, A(0));
+}
+
 // Spectrum of the T gathered rows `in`: pr = Xr, pi = Xi (MP rows each) with coefficients (c, s) = (ca, sa) or
-// the weighted (caw, saw).
+// the weighted (caw, saw); Xi is exactly 0 at DC / Nyquist.
 template <typename V, typename A>
 inline void analyze(const DftMats<A>& dm, const A* c, const A* s, const A* in, A* uv, A* pr, A* pi, int ld,
                     int nch, int nc) {
   fold<V, A>(in, uv, dm.T, dm.nu, dm.nv, ld, nc);
   small_gemm<V, A>(c, dm.MP, dm.nu, uv, pr, ld, nch);
   small_gemm<V, A>(s, dm.MP, dm.nv, uv + dm.nu * ld, pi, ld, nch);
+  zero_real_rows(dm, pi, ld, nc);
 }
 
-// T output rows from the spectrum (zr, zi: M rows) with coefficients (cs, ss) or the unweighted (cs1, ss1).
+// T output rows from the spectrum (zr, zi: M rows) with coefficients (cs, ss) or the unweighted (cs1, ss1); the
+// imaginary parts at DC / Nyquist are ignored (set to 0 first).
 template <typename V, typename A>
-inline void synthesize(const DftMats<A>& dm, const A* c, const A* s, const A* zr, const A* zi, A* ab, A* out, int ld,
+inline void synthesize(const DftMats<A>& dm, const A* c, const A* s, const A* zr, A* zi, A* ab, A* out, int ld,
                        int nch, int nc) {
+  zero_real_rows(dm, zi, ld, nc);
   small_gemm<V, A>(c, dm.nuP, dm.M, zr, ab, ld, nch);
   small_gemm<V, A>(s, dm.nvP, dm.M, zi, ab + dm.nuP * ld, ld, nch);
   unfold<V, A>(ab, dm.nuP, dm.T, dm.nv, ld, nc, out);

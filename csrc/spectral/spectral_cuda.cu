@@ -124,7 +124,10 @@ __global__ void __launch_bounds__(kThreads, 1)
       const T* fp = filt + column_offset(bc, p, sf, g);
 #pragma unroll
       for (int k = 0; k < KMAX; ++k)
-        if (k < M) spectrum_grad<A>(to_acc<A>(fp[k * sf.t]), to_acc<A>(fp[k * sf.t + sf.ri]), gr[k], gi[k]);
+        if (k < M) {
+          spectrum_grad<A>(to_acc<A>(fp[k * sf.t]), to_acc<A>(fp[k * sf.t + sf.ri]), gr[k], gi[k]);
+          real_bin(k, T_, gi[k]);
+        }
       T* xo = dx + int64_t{bc} * T_ * g.HW + p;
       for (int t = 0; t < T_; ++t) xo[int64_t{t} * g.HW] = from_acc<T>(synthesis<KMAX, A, A>(t, T_, M, sc, ss, gr, gi));
     }

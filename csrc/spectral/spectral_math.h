@@ -43,8 +43,18 @@ FXK_HD_INLINE A onesided_weight(int k, int T, A inv_t) {
   return (k == 0 || 2 * k == T) ? inv_t : A(2) * inv_t;
 }
 
+// Whether frequency k is real for a real signal: DC and (even T) Nyquist, whose s[kt] are all exactly 0.
+FXK_HD_INLINE bool real_freq(int k, int T) { return k == 0 || 2 * k == T; }
+
+// The imaginary part of a real frequency is exactly 0, and the synthesis ignores it (as torch.fft's C2R
+// transform): set it so, also when the data are not finite (the sums would give 0 * inf = NaN there).
+template <typename V>
+FXK_HD_INLINE void real_bin(int k, int T, V& im) {
+  if (real_freq(k, T)) im = V{};
+}
+
 // Analysis of one column restricted to the KC frequencies k0 + kk (kk < KC, k0 + kk < M):
-//   pr[kk] = sum_t v(t) c[(k0 + kk) t],  pi[kk] = -sum_t v(t) s[(k0 + kk) t].
+//   pr[kk] = sum_t v(t) c[(k0 + kk) t],  pi[kk] = -sum_t v(t) s[(k0 + kk) t]  (exactly 0 at DC / Nyquist).
 template <int KC, typename V, typename A, typename Load>
 FXK_HD_INLINE void analysis(const Load& load, int T, int M, int k0, const A* c, const A* s, V* pr, V* pi) {
   FXK_SPEC_UNROLL
@@ -65,6 +75,8 @@ FXK_HD_INLINE void analysis(const Load& load, int T, int M, int k0, const A* c, 
       if (j >= T) j -= T;
     }
   }
+  FXK_SPEC_UNROLL
+  for (int kk = 0; kk < KC; ++kk) real_bin(k0 + kk, T, pi[kk]);
 }
 
 // Synthesis of sample t from the KMAX-frequency arrays zr, zi (entries k >= M ignored). Four partial sums over
@@ -91,13 +103,14 @@ FXK_HD_INLINE void complex_mul(const V& fr, const V& fi, V& xr, V& xi) {
   xi = zi;
 }
 
-// Forward filter of frequency k in place: (xr, xi) = w_k F X.
+// Forward filter of frequency k in place: (xr, xi) = w_k F X (xi = 0 at DC / Nyquist: ignored by the synthesis).
 template <typename V, typename A>
 FXK_HD_INLINE void apply_filter(int k, int T, A inv_t, const V& fr, const V& fi, V& xr, V& xi) {
   complex_mul<V>(fr, fi, xr, xi);
   const A w = onesided_weight<A>(k, T, inv_t);
   xr = xr * w;
   xi = xi * w;
+  real_bin(k, T, xi);
 }
 
 // Backward of frequency k, with G = w_k analysis(dy) and X = analysis(x):
@@ -108,7 +121,8 @@ FXK_HD_INLINE void filter_grad(const V& gr, const V& gi, const V& xr, const V& x
   dfi = gi * xr - gr * xi;
 }
 
-//   spectrum gradient in place of G: dXr = Fr Gr + Fi Gi,  dXi = Fr Gi - Fi Gr (then dx = synthesis(dX)).
+//   spectrum gradient in place of G: dXr = Fr Gr + Fi Gi,  dXi = Fr Gi - Fi Gr (then dx = synthesis(dX), so
+//   real_bin(k, T, dXi) follows at DC / Nyquist).
 template <typename V>
 FXK_HD_INLINE void spectrum_grad(const V& fr, const V& fi, V& gr, V& gi) {
   const V r = fr * gr + fi * gi;

@@ -1,4 +1,4 @@
-"""CCC reference (SPEC 2) against the SPEC formulas written out as loops."""
+"""CCC reference against the formulas of fxkernels/ops/ccc/README.md written out as loops."""
 
 import pytest
 import torch

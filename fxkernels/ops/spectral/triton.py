@@ -1,4 +1,4 @@
-"""Triton backend of the spectral temporal filter (SPEC section 3.1; math and contract in ./README.md).
+"""Triton backend of the spectral temporal filter (math and contract in ./README.md).
 
 Launchers (the backend contract, canonical layout: time axis at position 2):
 
@@ -33,7 +33,8 @@ frequency tile per thread, ``BP = 64``.
   Fr[T/2]`` (the Nyquist filter, even T); ``y = CR^T Zr + CI^T Zi (+ residual)``.
 * ``_spectral_filter_bwd_kernel`` (constexpr ``NEED_DX``, ``NEED_DFILT``): ``Gr = CR dy``, ``Gi = CI dy``
   (``= w * analysis(dy)``); with ``NEED_DFILT`` it recomputes ``X`` and stores the per-column
-  ``dFr = Gr Xr + Gi Xi``, ``dFi = Gi Xr - Gr Xi`` (0 at DC and Nyquist; the Nyquist ``dFr`` is the slot-0
+  ``dFr = Gr Xr + Gi Xi``, ``dFi = Gi Xr - Gr Xi`` (0 at DC and Nyquist, NaN there where ``Xr`` or ``Gr`` is
+  not finite, as ``torch.fft``'s complex product; the Nyquist ``dFr`` is the slot-0
   product of the imaginary slots) into the ``(B, C, M, H, W, 2)`` fp32 / fp64 ``dfilt``; with ``NEED_DX``
   ``dXr = Fr Gr + Fi' Gi``, ``dXi = Fr' Gi - Fi' Gr`` and ``dx = AR^T dXr + AI^T dXi``.
 
@@ -254,8 +255,11 @@ def _spectral_filter_bwd_kernel(
     if NEED_DFILT:
         ii = gi * xi
         dfr = gr * xr + tl.where(kk == 0, 0.0, ii)
-        dfi = tl.where(kk == 0, 0.0, gi * xr - gr * xi)
+        # dFi = Gi Xr - Gr Xi at DC / Nyquist, where Gi = Xi = 0: NaN iff Xr or Gr is not finite (0 * inf), as
+        # the reference's complex product; (Xr + Gr) * 0 has that class
+        dfi = tl.where(kk == 0, (xr + gr) * 0.0, gi * xr - gr * xi)
         dfn = tl.sum(tl.where(kk == 0, ii, 0.0), axis=0)  # Nyquist dFr (even T): slot 0 of the imag. parts
+        dfn_i = tl.sum(tl.where(kk == 0, (xi + gi) * 0.0, 0.0), axis=0)  # Nyquist dFi, as dFi at DC
         # dfilt through its strides (filt's layout when filt is dense, see the launcher)
         df_base = df_ptr + b.to(tl.int64) * sgb + c.to(tl.int64) * sgc
         g_pos = h * sgh + w * sgw
@@ -266,7 +270,7 @@ def _spectral_filter_bwd_kernel(
         n_off = (T // 2) * sgm + g_pos
         nm = pm & (T % 2 == 0)
         tl.store(df_base + n_off, dfn, mask=nm)
-        tl.store(df_base + n_off + sgz, tl.zeros_like(dfn), mask=nm)
+        tl.store(df_base + n_off + sgz, dfn_i, mask=nm)
     if NEED_DX:
         fr, fi, fr2 = _load_filter(f_ptr, b, c, h, w, pm, kk, T, NR, sfb, sfc, sfm, sfh, sfw, sfz, ACC)
         dxr = fr * gr + fi * gi
