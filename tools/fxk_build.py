@@ -250,7 +250,7 @@ def progress(stream=sys.stdin, out=sys.stdout, heartbeat_s: float = 60.0) -> Non
         ready, _, _ = select.select([fd], [], [], heartbeat_s)
         now = time.monotonic()
         if not ready:
-            what = f"{done}/{total} files done" if total else "preparing"
+            what = f"{done}/{total} files done" if total else "no file finished yet"
             print(f"         {_fmt_time(now - t0)}  ... still building ({what})", file=out, flush=True)
             continue
         chunk = os.read(fd, 65536)
