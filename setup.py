@@ -16,6 +16,7 @@ from __future__ import annotations
 import glob
 import os
 import re
+import shlex
 import shutil
 import subprocess
 import sys
@@ -194,6 +195,13 @@ include_dirs = [csrc]
 link_args = ["-fopenmp"]
 
 if with_cuda:
+    # nvcc runs through tools/fxk_build.py, which keeps each object's ptxas -v lines as <object>.ptxas; they
+    # are merged into build/ptxas.json after the build (see FxkBuildExtension)
+    inner_nvcc = os.environ.get("PYTORCH_NVCC") or os.path.join(cuda_home, "bin", "nvcc")
+    os.environ["PYTORCH_NVCC"] = " ".join(
+        shlex.quote(a)
+        for a in (sys.executable, os.path.join(ROOT, "tools", "fxk_build.py"), "nvcc", inner_nvcc)
+    )
     define_macros += [("FXK_WITH_CUDA", "1"), ("FXK_CUDA_ARCHS", macro_token(arch_list))]
     include_dirs += [os.path.join(cuda_home, "include")] + wheel_cuda_include_dirs()
     ext = CUDAExtension(
@@ -223,14 +231,27 @@ else:
 class FxkBuildExtension(BuildExtension):
     """BuildExtension with a stable object directory for editable installs: setuptools builds an editable
     wheel in a fresh temporary directory each time, which would make ninja recompile every file (minutes for
-    the CUDA sources); keep the objects under build/ instead so rebuilds are incremental."""
+    the CUDA sources); keep the objects under build/ instead so rebuilds are incremental. After the build, the
+    ptxas records of this build's CUDA objects are merged into build/ptxas.json (tools/fxk_build.py)."""
+
+    def run(self):
+        self.fxk_inplace = bool(self.inplace)  # setuptools clears inplace while it builds, then copies
+        super().run()
 
     def build_extensions(self):
-        if getattr(self, "editable_mode", False) or getattr(self, "inplace", False):
+        if getattr(self, "editable_mode", False) or getattr(self, "fxk_inplace", False):
             tag = f"{sys.implementation.cache_tag}-{'cuda' if with_cuda else 'cpu'}"
             self.build_temp = os.path.join(ROOT, "build", f"temp.editable.{tag}")
             os.makedirs(self.build_temp, exist_ok=True)
         super().build_extensions()
+        cu = [src for src in ext.sources if src.endswith(".cu")] if with_cuda else []
+        objects = self.compiler.object_filenames(cu, output_dir=os.path.abspath(self.build_temp))
+        sys.path.insert(0, os.path.join(ROOT, "tools"))
+        try:
+            import fxk_build
+        finally:
+            sys.path.pop(0)
+        fxk_build.merge_records(dict(zip(cu, objects)), with_cuda, arch_list)
 
 
 setup(

@@ -10,7 +10,7 @@ import torch
 import fxkernels
 from fxkernels.ops.fcc.reference import fcc2d_ref, fcc_ref
 
-from .conftest import DEVICE, RESULTS, providers, run_benchmark
+from .conftest import DEVICE, RESULTS, make_step, providers, run_benchmark
 
 SHAPES = [
     pytest.param((32, 128, 16, 16), id="MOL-32x128x16x16"),
@@ -73,6 +73,38 @@ def test_fcc(benchmark, op, shape, provider, pass_):
             fn(*leaves).backward(g)
 
     run_benchmark(benchmark, ("fcc", op, "x".join(map(str, shape)), pass_), provider, step)
+
+
+def _usable_isas() -> list:
+    info = fxkernels._ext.build_info()
+    return info.get("cpu_isa_usable", []) if info.get("loaded") else []
+
+
+@pytest.mark.parametrize("pass_", PASSES)
+@pytest.mark.parametrize("isa", [pytest.param("avx2", id="avx2"), pytest.param("avx512", id="avx512")])
+@pytest.mark.parametrize("shape", SHAPES)
+@pytest.mark.parametrize("op", OPS)
+def test_fcc_cpu_isa(benchmark, op, shape, isa, pass_):
+    """The cpu backend under one CPU ISA variant (csrc/common/cpu_isa.h): the AVX2 and AVX-512 builds of the
+    FCC kernels at the same shapes, in the same run. "auto" takes the AVX-512 build only where this shows it
+    faster (csrc/fcc/fcc_cpu.cpp, kAutoPolicy)."""
+    if DEVICE != "cpu" or not fxkernels.backends()["cpu"]:
+        pytest.skip("needs the cpu backend on a CPU run")
+    if isa not in _usable_isas():
+        pytest.skip(f"this CPU does not run the {isa} kernels")
+    fn, t = make(op, shape, "cpu")
+    args = [t[k] for k in ("x", "w1", "w2", "p1", "p2", "b1", "b2")]
+    step = make_step(fn, args, pass_, t["x"].shape)
+    C = fxkernels._ext._C
+    prev = C._set_cpu_isa(isa)
+    try:
+        key = ("fcc-cpu-isa", op, "x".join(map(str, shape)), pass_)
+        run_benchmark(benchmark, key, f"cpu-{isa}", step)
+        row = RESULTS[key]
+        if "cpu-avx2" in row and "cpu-avx512" in row:
+            benchmark.extra_info["avx512_speedup_vs_avx2"] = row["cpu-avx2"] / row["cpu-avx512"]
+    finally:
+        C._set_cpu_isa(prev)
 
 
 def test_targets():

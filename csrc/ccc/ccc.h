@@ -55,7 +55,7 @@ struct CpuKernels {
   void (*spatial_bwd)(const SpatialProblem& pb, const at::Tensor& da, const at::Tensor& dxg,
                       const at::Tensor& dw2_acc);
 };
-CpuKernels cpu_kernels_avx2();  // ccc_cpu_avx2.cpp, only in builds with FXK_CPU_HAVE_AVX2 (fcc/fcc.h)
+CpuKernels cpu_kernels_avx2();  // ccc_cpu_avx2.cpp, only in builds with FXK_CPU_HAVE_AVX2 (common/cpu_isa.h)
 
 // The accumulation dtype of a storage dtype: float64 for float64, float32 otherwise.
 inline at::ScalarType acc_dtype(at::ScalarType t) { return t == at::kDouble ? at::kDouble : at::kFloat; }

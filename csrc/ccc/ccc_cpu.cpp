@@ -1,6 +1,6 @@
 // CCC CPU ops (fxkernels/ops/ccc/README.md, "Backend contract"): validation (ccc_host.cpp), output allocation,
 // then the kernels of the selected ISA (ccc_cpu_kernels.h): this TU compiles the baseline variant,
-// ccc_cpu_avx2.cpp the AVX2+FMA one. The variant follows the extension-wide CPU ISA choice (fcc::cpu_isa(),
+// ccc_cpu_avx2.cpp the AVX2+FMA one. The variant follows the extension-wide CPU ISA choice (common/cpu_isa.h,
 // $FXKERNELS_CPU_ISA, fxkernels._C._set_cpu_isa).
 #include <tuple>
 
@@ -8,14 +8,14 @@
 
 #include "ccc/ccc.h"
 #include "ccc/ccc_cpu_kernels.h"
-#include "fcc/fcc.h"
+#include "common/cpu_isa.h"
 
 namespace fxk {
 namespace ccc {
 namespace {
 
 const CpuKernels& kernels() {
-  return fcc::cpu_kernel_table<CpuKernels>(make_cpu_kernels, [] { return cpu_kernels_avx2(); });
+  return cpu_kernel_table<CpuKernels>(make_cpu_kernels, [] { return cpu_kernels_avx2(); });
 }
 
 at::Tensor ccc_knn_cpu(const at::Tensor& x, int64_t k) {

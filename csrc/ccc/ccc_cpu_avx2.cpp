@@ -13,7 +13,7 @@
 
 #include "ccc/ccc.h"
 #include "common/checks.h"
-#include "fcc/fcc.h"
+#include "common/cpu_isa.h"
 
 #if FXK_CPU_HAVE_AVX2
 

@@ -30,7 +30,7 @@ struct CpuKernels {
   void (*fwd)(const Problem& pb, const at::Tensor& out);
   void (*bwd)(const Problem& pb, const at::Tensor& df1, const at::Tensor& df2);
 };
-CpuKernels cpu_kernels_avx2();  // corr_cpu_avx2.cpp, only in builds with FXK_CPU_HAVE_AVX2 (fcc/fcc.h)
+CpuKernels cpu_kernels_avx2();  // corr_cpu_avx2.cpp, only in builds with FXK_CPU_HAVE_AVX2 (common/cpu_isa.h)
 
 }  // namespace corr
 }  // namespace fxk

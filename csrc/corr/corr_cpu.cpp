@@ -1,7 +1,7 @@
 // Spatial-correlation CPU ops (fxkernels/ops/corr/README.md, "Backend contract"): validation (corr_host.cpp),
 // output allocation, then the kernels of the selected ISA (corr_cpu_kernels.h): this TU compiles the baseline
 // variant, corr_cpu_avx2.cpp the AVX2+FMA one. The variant follows the extension-wide CPU ISA choice
-// (fcc::cpu_isa(), $FXKERNELS_CPU_ISA, fxkernels._C._set_cpu_isa).
+// (common/cpu_isa.h, $FXKERNELS_CPU_ISA, fxkernels._C._set_cpu_isa).
 // 32-byte GCC vectors in the baseline ISA (internal functions only, so the ABI note does not apply).
 #pragma GCC diagnostic ignored "-Wpsabi"
 
@@ -11,14 +11,14 @@
 
 #include "corr/corr.h"
 #include "corr/corr_cpu_kernels.h"
-#include "fcc/fcc.h"
+#include "common/cpu_isa.h"
 
 namespace fxk {
 namespace corr {
 namespace {
 
 const CpuKernels& kernels() {
-  return fcc::cpu_kernel_table<CpuKernels>(make_cpu_kernels, [] { return cpu_kernels_avx2(); });
+  return cpu_kernel_table<CpuKernels>(make_cpu_kernels, [] { return cpu_kernels_avx2(); });
 }
 
 at::Tensor corr_fwd_cpu(const at::Tensor& f1, const at::Tensor& f2, int64_t patch, int64_t dilation) {

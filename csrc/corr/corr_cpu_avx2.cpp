@@ -13,7 +13,7 @@
 
 #include "common/checks.h"
 #include "corr/corr.h"
-#include "fcc/fcc.h"
+#include "common/cpu_isa.h"
 
 #if FXK_CPU_HAVE_AVX2
 

@@ -2,12 +2,12 @@
 #pragma once
 
 #include <optional>
-#include <string>
 #include <vector>
 
 #include <ATen/ATen.h>
 
 #include "common/checks.h"
+#include "common/cuda_emulation.h"
 #include "fcc/fcc_params.h"
 
 namespace fxk {
@@ -75,37 +75,18 @@ FccParams<T, A> make_params(const Problem& pb, const at::Tensor& out, const Part
   return P;
 }
 
-// CPU-side test hook: when > 0 the CPU kernels run the CUDA schedule emulated with this many threads.
-int cpu_emulate_threads();
-int set_cpu_emulate_threads(int threads);  // returns the previous value
+// CPU kernels of one ISA variant (fcc_cpu_kernels.h; the baseline is compiled by fcc_cpu.cpp, the others by
+// fcc_cpu_avx2.cpp, fcc_cpu_avx512.cpp and the test hook fcc_cpu_avx512_emulated.cpp). `run` does the forward
+// (part == nullptr) or the backward of a validated problem.
+struct CpuKernels {
+  void (*run)(const Problem& pb, const at::Tensor& out, const Partials* part);
+};
+CpuKernels cpu_kernels_avx2();             // FXK_CPU_HAVE_AVX2 builds only (common/cpu_isa.h)
+CpuKernels cpu_kernels_avx512();           // FXK_CPU_HAVE_AVX512 builds only
+CpuKernels cpu_kernels_avx512_emulated();  // FXK_CPU_HAVE_AVX512 builds only
 
-// CPU ISA variants: "generic" (the compiler's baseline, always built) and "avx2" (AVX2+FMA, x86-64 GCC builds,
-// used when the CPU supports it). The choice starts from $FXKERNELS_CPU_ISA (auto | generic | avx2).
-#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
-#define FXK_CPU_HAVE_AVX2 1
-#else
-#define FXK_CPU_HAVE_AVX2 0
-#endif
-std::string cpu_isa();                             // the variant the CPU kernels use now
-std::string set_cpu_isa(const std::string& isa);   // "auto" | "generic" | "avx2"; returns the previous choice
-std::vector<std::string> cpu_isa_variants();       // variants compiled in
-#if FXK_CPU_HAVE_AVX2
-void cpu_run_avx2(const Problem& pb, const at::Tensor& out, const Partials* part);
-#endif
-
-// A family's table of CPU kernels for the ISA variant in use: make_avx2() (called only in builds with
-// FXK_CPU_HAVE_AVX2) when cpu_isa() is "avx2", else make_generic(); each table is built once (per table type K).
-template <typename K, typename MakeGeneric, typename MakeAvx2>
-const K& cpu_kernel_table(MakeGeneric make_generic, MakeAvx2 make_avx2) {
-  static const K generic = make_generic();
-#if FXK_CPU_HAVE_AVX2
-  static const K avx2 = make_avx2();
-  if (cpu_isa() == "avx2") return avx2;
-#else
-  (void)make_avx2;
-#endif
-  return generic;
-}
+// Older spelling of the extension-wide hook (common/cuda_emulation.h), for code that still qualifies it.
+using ::fxk::cpu_emulate_threads;
 
 }  // namespace fcc
 }  // namespace fxk

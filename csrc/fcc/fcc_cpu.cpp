@@ -1,7 +1,8 @@
-// FCC CPU ops: validation (fcc_host.cpp), then the plane kernels (fcc_cpu_kernels.h) of the selected ISA:
-// this TU compiles the baseline variant, fcc_cpu_avx2.cpp the AVX2+FMA one.
+// FCC CPU ops: validation (fcc_host.cpp), then the plane kernels (fcc_cpu_kernels.h) of the selected ISA
+// (common/cpu_isa.h): this TU compiles the baseline variant, fcc_cpu_avx2.cpp / fcc_cpu_avx512.cpp the wide ones.
 #include <torch/library.h>
 
+#include "common/cpu_isa.h"
 #include "fcc/fcc.h"
 #include "fcc/fcc_cpu_kernels.h"
 
@@ -9,14 +10,14 @@ namespace fxk {
 namespace fcc {
 namespace {
 
-void run(const Problem& pb, const at::Tensor& out, const Partials* part) {
-#if FXK_CPU_HAVE_AVX2
-  if (cpu_isa() == "avx2") {
-    cpu_run_avx2(pb, out, part);
-    return;
-  }
-#endif
-  cpu_run(pb, out, part);
+// "auto" keeps the AVX2 kernels on AVX-512 CPUs until the AVX-512 build is measured faster there
+// (benchmarks/bench_fcc.py -k isa); "avx512" selects it explicitly.
+constexpr CpuAuto kAutoPolicy = CpuAuto::kAvx2;
+
+const CpuKernels& kernels() {
+  return cpu_kernel_table<CpuKernels>(
+      make_cpu_kernels, [] { return cpu_kernels_avx2(); }, [] { return cpu_kernels_avx512(); },
+      [] { return cpu_kernels_avx512_emulated(); }, kAutoPolicy);
 }
 
 at::Tensor fcc_fwd_cpu(const at::Tensor& x, const at::Tensor& w1, const std::optional<at::Tensor>& w2,
@@ -24,7 +25,7 @@ at::Tensor fcc_fwd_cpu(const at::Tensor& x, const at::Tensor& w1, const std::opt
                        const std::optional<at::Tensor>& b1, const std::optional<at::Tensor>& b2, int64_t mode) {
   const Problem pb = prepare("fxkernels.fcc_fwd", nullptr, x, w1, w2, p1, p2, b1, b2, mode, c10::DeviceType::CPU);
   at::Tensor y = at::empty(x.sizes(), x.options().memory_format(at::MemoryFormat::Contiguous));
-  run(pb, y, nullptr);
+  kernels().run(pb, y, nullptr);
   return y;
 }
 
@@ -35,7 +36,7 @@ std::vector<at::Tensor> fcc_bwd_cpu(const at::Tensor& dy, const at::Tensor& x, c
   const Problem pb = prepare("fxkernels.fcc_bwd", &dy, x, w1, w2, p1, p2, b1, b2, mode, c10::DeviceType::CPU);
   at::Tensor dx = at::empty(x.sizes(), x.options().memory_format(at::MemoryFormat::Contiguous));
   const Partials part = alloc_partials(pb);
-  run(pb, dx, &part);
+  kernels().run(pb, dx, &part);
   return finish_grads(pb, dx, part);
 }
 

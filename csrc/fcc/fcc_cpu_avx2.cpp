@@ -1,5 +1,5 @@
 // AVX2+FMA build of the FCC CPU kernels (selected at run time on CPUs that have it, see fcc_cpu.cpp).
-// Every header that is not FCC math is included first, so only fcc_math.h / fcc_cpu_kernels.h code is
+// Every header that is not FCC kernel code is included first, so only fcc_math.h / fcc_cpu_kernels.h code is
 // compiled for AVX2; that code has internal linkage, so nothing AVX2 can leak into the baseline paths.
 #include <algorithm>
 #include <atomic>
@@ -9,7 +9,11 @@
 #include <ATen/Parallel.h>
 
 #include "common/checks.h"
+#include "common/common.h"
+#include "common/cpu_isa.h"
+#include "common/cuda_emulation.h"
 #include "fcc/fcc.h"
+#include "fcc/fcc_params.h"
 
 #if FXK_CPU_HAVE_AVX2
 
@@ -21,7 +25,7 @@
 
 namespace fxk {
 namespace fcc {
-void cpu_run_avx2(const Problem& pb, const at::Tensor& out, const Partials* part) { cpu_run(pb, out, part); }
+CpuKernels cpu_kernels_avx2() { return make_cpu_kernels(); }
 }  // namespace fcc
 }  // namespace fxk
 

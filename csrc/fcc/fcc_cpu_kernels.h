@@ -1,5 +1,6 @@
 // CPU driver of the FCC plane programs. Included once per ISA variant (fcc_cpu.cpp: baseline,
-// fcc_cpu_avx2.cpp: AVX2+FMA); everything here has internal linkage, so the variants never mix.
+// fcc_cpu_avx2.cpp: AVX2+FMA, fcc_cpu_avx512.cpp: AVX-512, fcc_cpu_avx512_emulated.cpp: the AVX-512 source
+// compiled for AVX2); everything here has internal linkage, so the variants never mix.
 #pragma once
 
 #include <algorithm>
@@ -8,6 +9,7 @@
 
 #include <ATen/Parallel.h>
 
+#include "common/cuda_emulation.h"
 #include "fcc/fcc.h"
 #include "fcc/fcc_math.h"
 
@@ -70,6 +72,8 @@ inline void cpu_run(const Problem& pb, const at::Tensor& out, const Partials* pa
       run_planes<scalar_t, acc_t, false>(pb, P);
   });
 }
+
+inline CpuKernels make_cpu_kernels() { return CpuKernels{&cpu_run}; }
 
 }  // namespace
 }  // namespace fcc

@@ -3,7 +3,6 @@
 // per block (grid-stride over planes).
 #include <algorithm>
 #include <climits>
-#include <string>
 
 #include <ATen/cuda/CUDAContext.h>
 #include <c10/cuda/CUDAException.h>
@@ -15,11 +14,6 @@
 #include "fcc/fcc_math.h"
 
 namespace fxk {
-
-std::string cuda_build_version() {
-  return std::to_string(CUDART_VERSION / 1000) + "." + std::to_string((CUDART_VERSION % 1000) / 10);
-}
-
 namespace fcc {
 namespace {
 

@@ -1,85 +1,8 @@
+// Validation of the FCC ops (shared by the CPU and CUDA ops) and the host-side partial-gradient reductions.
 #include "fcc/fcc.h"
-
-#include <atomic>
-#include <cstdlib>
-#include <limits>
-#include <mutex>
-#include <string>
 
 namespace fxk {
 namespace fcc {
-
-namespace {
-std::atomic<int> g_emulate_threads{0};
-
-bool cpu_has_avx2() {
-#if FXK_CPU_HAVE_AVX2
-  __builtin_cpu_init();
-  return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
-#else
-  return false;
-#endif
-}
-
-// 0 = generic, 1 = avx2
-int resolve_isa(const std::string& isa) {
-  if (isa == "generic") return 0;
-  if (isa == "avx2") {
-    TORCH_CHECK(FXK_CPU_HAVE_AVX2, "fxkernels: the avx2 CPU kernels were not built (non-x86-64 or non-GCC build)");
-    TORCH_CHECK(cpu_has_avx2(), "fxkernels: this CPU does not support AVX2+FMA");
-    return 1;
-  }
-  TORCH_CHECK(isa == "auto" || isa.empty(), "fxkernels: CPU ISA must be 'auto', 'generic' or 'avx2', got '", isa,
-              "'");
-  return cpu_has_avx2() ? 1 : 0;
-}
-
-std::mutex g_isa_mutex;
-std::string g_isa_choice;  // as requested
-int g_isa = -1;            // resolved, -1 = not yet
-
-int isa_now() {
-  std::lock_guard<std::mutex> lock(g_isa_mutex);
-  if (g_isa < 0) {
-    const char* env = std::getenv("FXKERNELS_CPU_ISA");
-    g_isa_choice = env != nullptr ? env : "auto";
-    try {
-      g_isa = resolve_isa(g_isa_choice);
-    } catch (const c10::Error&) {
-      TORCH_WARN("fxkernels: ignoring FXKERNELS_CPU_ISA=", g_isa_choice, " (unknown or unsupported)");
-      g_isa_choice = "auto";
-      g_isa = resolve_isa("auto");
-    }
-  }
-  return g_isa;
-}
-}  // namespace
-
-std::string cpu_isa() { return isa_now() == 1 ? "avx2" : "generic"; }
-
-std::string set_cpu_isa(const std::string& isa) {
-  isa_now();
-  const int v = resolve_isa(isa);
-  std::lock_guard<std::mutex> lock(g_isa_mutex);
-  std::string prev = g_isa_choice;
-  g_isa_choice = isa.empty() ? "auto" : isa;
-  g_isa = v;
-  return prev;
-}
-
-std::vector<std::string> cpu_isa_variants() {
-  std::vector<std::string> v = {"generic"};
-  if (FXK_CPU_HAVE_AVX2) v.push_back("avx2");
-  return v;
-}
-
-int cpu_emulate_threads() { return g_emulate_threads.load(std::memory_order_relaxed); }
-
-int set_cpu_emulate_threads(int threads) {
-  TORCH_CHECK(threads >= 0 && threads <= 1024, "fxkernels: emulated block size must be in [0, 1024], got ",
-              threads);
-  return g_emulate_threads.exchange(threads);
-}
 
 Problem prepare(const char* op, const at::Tensor* dy, const at::Tensor& x, const at::Tensor& w1,
                 const std::optional<at::Tensor>& w2, const std::optional<at::Tensor>& p1,

@@ -39,8 +39,8 @@ namespace {  // internal linkage: every TU (generic CPU, AVX2 CPU, CUDA) gets it
 #if !defined(__CUDACC__)
 // ------------------------------------------------------------------------------------------------------
 // CPU schedule (begin = 0, step = 1): the same sums as the per-item code below, in loops that vectorise.
-// GCC vector extensions keep the GEMM accumulators in registers whatever the target ISA (SSE2 baseline or
-// AVX2+FMA in fcc_cpu_avx2.cpp). Never compiled by nvcc.
+// GCC vector extensions keep the GEMM accumulators in registers whatever the target ISA (SSE2 baseline,
+// AVX2+FMA in fcc_cpu_avx2.cpp, AVX-512 in fcc_cpu_avx512.cpp). Never compiled by nvcc.
 namespace cpu {
 
 template <typename A, int VB>
@@ -48,8 +48,9 @@ struct VecT {
   typedef A type __attribute__((vector_size(VB)));
 };
 
-// Native vector width (bytes) and row blocking: RB rows x 2 vectors = 8 accumulator registers.
-// FXK_CPU_VEC_BYTES is set by the TU that compiles this header for a wider ISA (fcc_cpu_avx2.cpp).
+// Native vector width (bytes) and row blocking: RB rows x 2 vectors = 8 accumulators (16 vector registers of
+// AVX2) or 16 (the 32 of AVX-512). FXK_CPU_VEC_BYTES is set by the TU that compiles this header for a wider ISA
+// (fcc_cpu_avx2.cpp: 32, fcc_cpu_avx512.cpp: 64).
 #ifndef FXK_CPU_VEC_BYTES
 #if defined(__AVX__)
 #define FXK_CPU_VEC_BYTES 32
@@ -58,7 +59,7 @@ struct VecT {
 #endif
 #endif
 constexpr int kVecBytes = FXK_CPU_VEC_BYTES;
-constexpr int kRowBlock = 4;
+constexpr int kRowBlock = kVecBytes >= 64 ? 8 : 4;
 
 // C[RB rows, NV vectors of VB bytes] = A[RB x K] * B[K x (NV * VB bytes)]
 template <typename A, int RB, int NV, int VB>
@@ -92,6 +93,13 @@ FXK_HD_INLINE void gemm_rows(int N, int K, const A* FXK_RESTRICT a, int sam, int
     gemm_tile<A, RB, 1, kVecBytes>(K, a, sam, sak, b + j, ldb, c + j, ldc);
     j += VL;
   }
+  if constexpr (kVecBytes > 32) {  // the narrower tails of 64-byte vectors: 32 bytes, then 16
+    constexpr int VL32 = 32 / static_cast<int>(sizeof(A));
+    if (j + VL32 <= N) {
+      gemm_tile<A, RB, 1, 32>(K, a, sam, sak, b + j, ldb, c + j, ldc);
+      j += VL32;
+    }
+  }
   if (VL16 < VL && j + VL16 <= N) {
     gemm_tile<A, RB, 1, 16>(K, a, sam, sak, b + j, ldb, c + j, ldc);
     j += VL16;
@@ -111,6 +119,9 @@ FXK_HD_INLINE void gemm(int M, int N, int K, const A* FXK_RESTRICT a, int sam, i
   int i = 0;
   for (; i + kRowBlock <= M; i += kRowBlock)
     gemm_rows<A, kRowBlock>(N, K, a + i * sam, sam, sak, b, ldb, c + i * ldc, ldc);
+  if constexpr (kRowBlock > 4) {
+    for (; i + 4 <= M; i += 4) gemm_rows<A, 4>(N, K, a + i * sam, sam, sak, b, ldb, c + i * ldc, ldc);
+  }
   for (; i < M; ++i) gemm_rows<A, 1>(N, K, a + i * sam, sam, sak, b, ldb, c + i * ldc, ldc);
 }
 

@@ -60,7 +60,7 @@ struct CpuKernels {
   void (*fwd)(const Problem& pb, const at::Tensor& y);
   void (*bwd)(const Problem& pb, const Grads& g);
 };
-CpuKernels cpu_kernels_avx2();  // spectral_cpu_avx2.cpp, only in builds with FXK_CPU_HAVE_AVX2 (fcc/fcc.h)
+CpuKernels cpu_kernels_avx2();  // spectral_cpu_avx2.cpp, only in builds with FXK_CPU_HAVE_AVX2 (common/cpu_isa.h)
 
 }  // namespace spectral
 }  // namespace fxk

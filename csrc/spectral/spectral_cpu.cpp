@@ -1,14 +1,15 @@
 // Spectral-filter CPU ops (fxkernels/ops/spectral/README.md, "Backend contract"): validation (spectral_host.cpp),
 // output allocation, then the kernels of the selected ISA (spectral_cpu_kernels.h): this TU compiles the baseline
 // variant, spectral_cpu_avx2.cpp the AVX2+FMA one. The variant follows the extension-wide CPU ISA choice
-// (fcc::cpu_isa(), $FXKERNELS_CPU_ISA, fxkernels._C._set_cpu_isa).
+// (common/cpu_isa.h, $FXKERNELS_CPU_ISA, fxkernels._C._set_cpu_isa).
 #pragma GCC diagnostic ignored "-Wpsabi"
 
 #include <tuple>
 
 #include <torch/library.h>
 
-#include "fcc/fcc.h"
+#include "common/cpu_isa.h"
+#include "common/cuda_emulation.h"
 #include "spectral/spectral.h"
 #include "spectral/spectral_cpu_kernels.h"
 
@@ -17,7 +18,7 @@ namespace spectral {
 namespace {
 
 const CpuKernels& kernels() {
-  return fcc::cpu_kernel_table<CpuKernels>(make_cpu_kernels, [] { return cpu_kernels_avx2(); });
+  return cpu_kernel_table<CpuKernels>(make_cpu_kernels, [] { return cpu_kernels_avx2(); });
 }
 
 at::Tensor spectral_fwd_cpu(const at::Tensor& x, const at::Tensor& filt, const std::optional<at::Tensor>& residual) {

@@ -12,7 +12,8 @@
 #include <ATen/Parallel.h>
 
 #include "common/checks.h"
-#include "fcc/fcc.h"
+#include "common/cpu_isa.h"
+#include "common/cuda_emulation.h"
 #include "spectral/spectral.h"
 
 #if FXK_CPU_HAVE_AVX2

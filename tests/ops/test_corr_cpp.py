@@ -1,4 +1,5 @@
-"""Spatial correlation (SPEC 7): the C++ CPU ops torch.ops.fxkernels.corr_fwd / corr_bwd called directly.
+"""Spatial correlation (fxkernels/ops/corr/README.md): the C++ CPU ops torch.ops.fxkernels.corr_fwd /
+corr_bwd called directly.
 
 Values and both gradients vs spatial_correlation_ref (autograd through the reference in float64, or float32 for
 the half types), argument checks (TORCH_CHECK -> RuntimeError), determinism.
@@ -90,9 +91,12 @@ def _check(B, C, H, W, patch, dilation, dtype, noncontig=False):
     return out
 
 
-@pytest.fixture(params=["auto", "generic"])
+@pytest.fixture(params=["auto", "generic", "avx512"])
 def cpu_isa(request):
-    """Run the test with the selected CPU kernel variant ("auto" = AVX2 where available) and the baseline."""
+    """Run the test with the selected CPU kernel variant ("auto" = AVX2 where available), the baseline, and
+    the avx512 slot (which holds this family's AVX2 kernels), where the CPU runs it."""
+    if request.param not in ("auto", *fxkernels._ext._INFO.get("cpu_isa_usable", [])):
+        pytest.skip(f"this CPU does not run the {request.param} kernels")
     C = fxkernels._ext._C
     prev = C._set_cpu_isa(request.param)
     yield request.param

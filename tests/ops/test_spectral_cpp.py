@@ -1,4 +1,5 @@
-"""Spectral filter (SPEC 3.1): the C++ CPU ops torch.ops.fxkernels.spectral_fwd / spectral_bwd called directly.
+"""Spectral filter (fxkernels/ops/spectral/README.md): the C++ CPU ops torch.ops.fxkernels.spectral_fwd /
+spectral_bwd called directly.
 
 Values and the per-column filter gradient vs spectral_filter_ref (autograd in float64), both CPU ISA variants and
 the CUDA kernels' per-column math (the emulation hook),
@@ -61,17 +62,18 @@ def _reference(x, f, r, dy):
     return y.detach(), dx, df
 
 
-@pytest.fixture(params=["generic", "avx2", "cuda-math"])
+@pytest.fixture(params=["generic", "avx2", "avx512", "cuda-math"])
 def isa(request):
-    """The CPU code path: the GEMM kernels of either ISA variant, or ("cuda-math", the test hook
-    _set_cpu_emulate_threads) the CUDA kernels' per-column math of spectral_math.h run on CPU vectors."""
+    """The CPU code path: the GEMM kernels of each ISA variant (the avx512 slot holds the AVX2 kernels), or
+    ("cuda-math", the test hook _set_cpu_emulate_threads) the CUDA kernels' per-column math of spectral_math.h
+    run on CPU vectors."""
     C = fxkernels._ext._C
     if request.param == "cuda-math":
         prev = C._set_cpu_emulate_threads(1)
         yield request.param
         C._set_cpu_emulate_threads(prev)
         return
-    if request.param not in fxkernels._ext._INFO.get("cpu_isa_variants", []):
+    if request.param not in fxkernels._ext._INFO.get("cpu_isa_usable", []):
         pytest.skip(f"{request.param} variant not built / not supported by this CPU")
     prev = C._set_cpu_isa(request.param)
     yield request.param
