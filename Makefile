@@ -71,15 +71,13 @@ demo: install
 	$(BIN)/python -m models.train mol $(DEMO_ARGS)
 	$(BIN)/python -m fxkernels demo
 
-# Per-file progress and the 15 slowest tests; the long model-training tests (tests/models) run last.
-TEST_PATHS := $(sort $(wildcard tests/test_*.py) $(filter-out tests/models/ tests/__pycache__/,$(wildcard tests/*/))) \
-	$(wildcard tests/models)
+# Per-file progress and the 15 slowest tests; tests/conftest.py orders the long model-training and slow tests last.
 PYTEST_ARGS ?= -ra --durations=15
 test: install
-	$(BIN)/python -m pytest $(TEST_PATHS) $(PYTEST_ARGS)
+	$(BIN)/python -m pytest tests $(PYTEST_ARGS)
 
 test-fast: install
-	$(BIN)/python -m pytest $(TEST_PATHS) $(PYTEST_ARGS) -m "not slow" -x
+	$(BIN)/python -m pytest tests $(PYTEST_ARGS) -m "not slow" -x
 
 bench: install
 	$(BIN)/python -m pytest benchmarks -q -o python_files='bench_*.py' --benchmark-columns=min,median,iqr,rounds

@@ -17,7 +17,7 @@ Exit code: 0 if everything compiled without spills (and the launch check passed)
 With ``TRITON_INTERPRET=1`` set, ``@triton.jit`` returns interpreter wrappers that cannot be
 compiled, so the tool re-runs itself in a subprocess without that variable.
 
-To register a new kernel family, add its module name to ``FAMILIES``.
+A family is registered by its entry in ``fxkernels/_families.py``.
 """
 
 from __future__ import annotations
@@ -36,11 +36,14 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
+from ._families import FAMILIES as _FAMILY_NAMES
+
+# every family of fxkernels/_families.py with a Triton module (which exposes aot_specs())
 FAMILIES: list[str] = [
-    "fxkernels.ops.fcc.triton",
-    "fxkernels.ops.ccc.triton",
-    "fxkernels.ops.corr.triton",
-    "fxkernels.ops.spectral.triton",
+    f"fxkernels.ops.{f}.triton"
+    for f in _FAMILY_NAMES
+    if (Path(__file__).parent / "ops" / f / "triton.py").is_file()
+    or (Path(__file__).parent / "ops" / f / "triton" / "__init__.py").is_file()
 ]
 ARCHS = (80, 90)
 
