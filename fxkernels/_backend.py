@@ -86,7 +86,21 @@ def _available_str(op: str, kernels: dict) -> str:
 
 
 def backend_available(name: str, op: str, kernels: dict) -> bool:
-    """`kernels` maps backend -> C++ kernel name (for cpu/cuda) or True (triton) for this op."""
+    """`kernels` maps backend -> C++ kernel name (for cpu/cuda) or True (triton) for this op.
+
+    Cached per (backend, op, kernels, TRITON_INTERPRET): availability is fixed once the extension is loaded, and
+    every op call asks."""
+    key = (name, op, id(kernels), triton_interpret())
+    hit = _AVAILABLE.get(key)
+    if hit is None:
+        hit = _AVAILABLE[key] = _backend_available(name, op, kernels)
+    return hit
+
+
+_AVAILABLE: dict = {}
+
+
+def _backend_available(name: str, op: str, kernels: dict) -> bool:
     if name == "reference":
         return True
     if name not in kernels:
@@ -126,12 +140,10 @@ def resolve(backend: str, device: torch.device, op: str, kernels: dict, why_not=
             f"fxkernels.{op}: backend {backend!r} is not available here "
             f"(available: {_available_str(op, kernels)}; see `python -m fxkernels`)"
         )
-    ok_device = {
-        "cuda": device.type == "cuda",
-        "cpu": device.type == "cpu",
-        "triton": device.type == "cuda" or (device.type == "cpu" and triton_interpret()),
-    }[backend]
-    if not ok_device:
+    dev = device.type
+    if not (
+        dev == backend or (backend == "triton" and (dev == "cuda" or (dev == "cpu" and triton_interpret())))
+    ):
         hint = " (Triton runs on CPU tensors only under TRITON_INTERPRET=1)" if backend == "triton" else ""
         raise RuntimeError(
             f"fxkernels.{op}: backend {backend!r} cannot run on {device.type} tensors{hint}; "

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import math
 import os
 
 import torch
@@ -63,13 +64,12 @@ def _memory_bytes(device: torch.device):
 
 def check_alloc(op: str, what: str, shape: tuple, like: torch.Tensor):
     """A ValueError instead of an out-of-memory kill when an output could never fit on like's device."""
-    if torch.compiler.is_compiling() or like.device.type == "meta":
-        return  # symbolic sizes / nothing allocated
-    numel = 1
-    for s in shape:
-        numel *= int(s)
-    need = numel * like.element_size()
-    have = _memory_bytes(like.device)
+    if torch.compiler.is_compiling():
+        return  # symbolic sizes
+    need = math.prod(shape) * like.element_size()
+    if need < 2**30:
+        return
+    have = _memory_bytes(like.device)  # None for meta: nothing is allocated
     if have is not None and need > have:
         raise ValueError(
             f"fxkernels.{op}: {what} = {tuple(int(s) for s in shape)} would take {need / 2**30:.1f} GiB, more "

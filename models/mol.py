@@ -1,6 +1,8 @@
 """MOL (micro-action-aware joint learning: MER + optical flow + landmarks), built on fxkernels layers.
 
-Paper: ../shared/papers/002_0d2bb0a0f5ad1aac.txt (section 3); SPEC section 8.
+Paper: Shao et al., "MOL: Joint Estimation of Micro-Expression, Optical Flow, and Landmark via
+Transformer-Graph-Style Convolution" (section 3); published code: https://github.com/CYF-cuber/MOL.
+User guide: docs/models/mol.md.
 
 `MOL(num_classes, semantics="official")` reproduces the published code's layout and parameter names, so
 an official checkpoint loads with `load_state_dict(..., strict=True)`:
@@ -12,8 +14,9 @@ an official checkpoint loads with `load_state_dict(..., strict=True)`:
     ldm_predictor           convldm -> ReLU -> fc1 -> ReLU -> fc2 (136 = 68 (x, y) pairs)
     flownet                 FlowNetC with BatchNorm, correlation = `fxkernels.spatial_correlation`
 
-`semantics="paper"` swaps FCC_i/CCC_i for the paper's F5C blocks (`F5C_1`, `F5C_2`: SPEC 1.3 FCC with its
-residual, then the channel-graph CCC with its 1x1 conv).
+`semantics="paper"` swaps FCC_i/CCC_i for the paper's F5C blocks (`F5C_1`, `F5C_2`: the paper's FCC block
+with its residual, then the channel-graph CCC with its 1x1 conv; fxkernels/ops/fcc/README.md and
+fxkernels/ops/ccc/README.md give the math of both semantics).
 
 Efficient by construction: the conv stack and FlowNet's three encoder convs run once per frame (not twice
 per pair), and all t-1 pairs go through the F5C blocks, FlowNet and the landmark head as one batch of
@@ -33,9 +36,10 @@ import fxkernels
 from fxkernels.ops.ccc.reference import edge_conv_loop
 from fxkernels.ops.corr.reference import spatial_correlation_loop
 
+from .data.geometry import NUM_LANDMARKS, inter_ocular_distance
+
 SIZE = 128  # input frames are SIZE x SIZE: the heads' Linear sizes assume 16x16 feature maps
 FEAT = 128  # channels of the per-frame feature maps
-NUM_LANDMARKS = 68
 SEMANTICS = ("official", "paper")
 
 
@@ -174,7 +178,7 @@ class MOL(nn.Module):
     """MOL: x (B, 1, t, 128, 128) grey clip -> (logits (B, classes), flow (B, 2, 128, 128, t-1),
     landmarks (B, 136, t-1)); flow[..., k] is frame k -> k+1, landmarks[..., k] belong to frame k+1.
 
-    semantics: "official" (published code layout, loads its checkpoints) or "paper" (SPEC 1.3 FCC +
+    semantics: "official" (published code layout, loads its checkpoints) or "paper" (the paper's FCC block +
     channel-graph CCC with the 1x1 conv). backend: fxkernels backend of every fused layer
     ("reference" = plain PyTorch everywhere).
     """
@@ -237,13 +241,6 @@ class MOL(nn.Module):
 
 
 # ------------------------------------------------------------------------------------------------ loss
-def inter_ocular(landmarks: Tensor) -> Tensor:
-    """(..., 136) interleaved (x, y) iBUG-68 landmarks -> (...) distance between the pupil centres
-    (means of points 36-41 and 42-47), as the published code normalises."""
-    pts = landmarks.unflatten(-1, (NUM_LANDMARKS, 2))
-    return (pts[..., 42:48, :].mean(-2) - pts[..., 36:42, :].mean(-2)).norm(dim=-1)
-
-
 def mol_loss(outputs, batch: dict, flow_weight: float = 0.1, landmark_weight: float = 68.0):
     """MOL eq. 6-9: CE(logits) + flow_weight * MSE(flow) + landmark_weight * L_m.
 
@@ -253,6 +250,7 @@ def mol_loss(outputs, batch: dict, flow_weight: float = 0.1, landmark_weight: fl
     (samples without ground truth skip that term). Returns (total, {"ce", "flow", "landmarks"} detached).
     """
     logits, flow, ldm = outputs
+    _check_loss_batch(logits, flow, ldm, batch)
     ce = F.cross_entropy(logits, batch["label"])
     B = logits.shape[0]
     has_flow = batch.get("has_flow", torch.ones(B, dtype=torch.bool)).to(logits.device)
@@ -262,11 +260,26 @@ def mol_loss(outputs, batch: dict, flow_weight: float = 0.1, landmark_weight: fl
     err = (flow - batch["flow"].to(flow)).pow(2).flatten(1).mean(1)  # (B,): mean over pairs and pixels
     lf = (err * wf).sum() / wf.sum().clamp_min(1)
     gt = batch["landmarks"].to(ldm)[..., 1:]  # (B, 136, t-1): frames 1..t-1
-    d = inter_ocular(gt.transpose(1, 2)).clamp_min(1e-6)  # (B, t-1); 0 only for absent ground truth
+    d = inter_ocular_distance(gt.transpose(1, 2)).clamp_min(1e-6)  # (B, t-1); 0 only without ground truth
     per = (ldm - gt).abs().unflatten(1, (NUM_LANDMARKS, 2)).sum(2)  # (B, 68, t-1): |dx| + |dy|
     lm = ((per / d[:, None, :]).mean((1, 2)) * wm).sum() / wm.sum().clamp_min(1)
     total = ce + flow_weight * lf + landmark_weight * lm
     return total, {"ce": ce.detach(), "flow": lf.detach(), "landmarks": lm.detach()}
+
+
+def _check_loss_batch(logits: Tensor, flow: Tensor, ldm: Tensor, batch: dict) -> None:
+    # a wrong ground-truth shape would broadcast silently in the MSE / L1 terms
+    B, P = logits.shape[0], flow.shape[-1]
+    want = {"label": (B,), "flow": tuple(flow.shape), "landmarks": (B, 2 * NUM_LANDMARKS, P + 1)}
+    want.update({k: (B,) for k in ("has_flow", "has_landmarks") if k in batch})
+    for key, shape in want.items():
+        if key not in batch:
+            raise ValueError(f"mol_loss: batch has no {key!r} (expected a tensor of shape {shape})")
+        got = tuple(batch[key].shape)
+        if got != shape:
+            raise ValueError(
+                f"mol_loss: batch[{key!r}] must have shape {shape} to match the model outputs, got {got}"
+            )
 
 
 # ------------------------------------------------------------------- the published structure (re-created)

@@ -1,7 +1,7 @@
 """Train and evaluate the reference models: `python -m models.train mol --data synthetic ...`.
 
     python -m models.train mol --data synthetic --protocol split --epochs 3
-    python -m models.train mol --data /path/CASME2 --protocol loso --epochs 40 --classes 5
+    python -m models.train mol --data /path/CASME2 --protocol loso --epochs 40
     torchrun --nproc_per_node 2 -m models.train mol --data synthetic ...     (DistributedDataParallel)
 
 Protocols: "loso" (leave one subject out: one fold per subject, metrics over the concatenated predictions of
@@ -23,13 +23,13 @@ import time
 from pathlib import Path
 
 import torch
-import torch.distributed as dist
 from torch.utils.data import DataLoader, Subset
 from torch.utils.data.distributed import DistributedSampler
 
 import fxkernels
 
 from .data import FrameFolderDataset, SyntheticMicroExpressions, loso_folds, split_indices
+from .dist import Dist
 from .metrics import all_metrics
 from .mol import MOL, mol_loss
 
@@ -40,93 +40,151 @@ except ImportError:  # progress bars are optional
 
 
 # ------------------------------------------------------------------------------------------ arguments
-def parse_args(argv=None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog="python -m models.train", description=__doc__.split("\n\n")[0])
+class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
+    """Shows each option's default after its help (not for flags, nor where the default is None: "unset")
+    and keeps the examples' line breaks."""
+
+    def _get_help_string(self, action):
+        if action.default is None or action.nargs == 0:
+            return action.help
+        return super()._get_help_string(action)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    intro, rest = __doc__.split("\n\n", 1)
+    p = argparse.ArgumentParser(
+        prog="python -m models.train",
+        description=intro,
+        epilog="examples:\n" + rest.split("\n\n", 1)[0] + "\n\nUser guide: docs/models/mol.md",
+        formatter_class=HelpFormatter,
+    )
     p.add_argument("model", choices=["mol"], help="which reference model to train")
-    p.add_argument("--data", default="synthetic", help="'synthetic' or a dataset folder with labels.csv")
-    p.add_argument("--csv", default="labels.csv", help="CSV file name inside --data (real datasets)")
-    p.add_argument("--protocol", choices=["loso", "split"], default="split")
-    p.add_argument("--epochs", type=int, default=3)
-    p.add_argument("--backend", choices=list(fxkernels.BACKENDS), default="auto")
-    p.add_argument("--semantics", choices=["official", "paper"], default="official")
-    p.add_argument("--classes", type=int, default=5, help="number of classes")
-    p.add_argument("--subjects", type=int, default=6, help="synthetic: number of subjects")
-    p.add_argument("--clips", type=int, default=10, help="synthetic: clips per subject")
-    p.add_argument("--amplitude", type=float, default=None, help="synthetic: motion amplitude in pixels")
-    p.add_argument("--noise", type=float, default=None, help="synthetic: sensor noise std")
-    p.add_argument("--jitter", type=float, default=None, help="synthetic: per-frame camera shake in pixels")
-    p.add_argument("--input-norm", choices=["clip", "temporal", "none"], default="clip",
-                   help="clip: standardise each clip; temporal: subtract each pixel's temporal mean, then "
-                   "standardise; none: raw [0, 1] frames")  # fmt: skip
-    p.add_argument("--input-scale", type=float, default=1.0, help="multiplies the normalised input")
-    p.add_argument("--t", type=int, default=8, help="frames per clip")
-    p.add_argument("--batch-size", type=int, default=4, help="global batch size (split over processes)")
-    p.add_argument("--lr", type=float, default=2e-4)
-    p.add_argument("--weight-decay", type=float, default=1e-4)
-    p.add_argument("--flow-weight", type=float, default=0.1)
-    p.add_argument("--landmark-weight", type=float, default=68.0)
-    p.add_argument("--max-folds", type=int, default=None, help="LOSO: stop after this many folds")
-    p.add_argument("--max-steps", type=int, default=None, help="cap on optimiser steps per epoch")
-    p.add_argument("--test-fraction", type=float, default=0.25)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--out", default="runs/mol", help="checkpoint and summary folder")
-    p.add_argument("--resume", action="store_true", help="continue from <out>/checkpoint.pt")
-    p.add_argument("--stop-after", type=int, default=None, metavar="N",
-                   help="stop after N epochs of this run, checkpoint written (time-limited jobs; continue with --resume)")  # fmt: skip
-    p.add_argument("--compare-backends", type=int, default=0, metavar="N",
-                   help="first time N training steps with fxkernels and with the reference backend")  # fmt: skip
-    p.add_argument("--threads", type=int, default=None, help="torch CPU threads per process")
-    p.add_argument("--no-progress", action="store_true")
-    args = p.parse_args(argv)
+    g = p.add_argument_group("data")
+    g.add_argument(
+        "--data", default="synthetic", help="'synthetic' or the root folder of a frame-folder data set"
+    )
+    g.add_argument("--csv", default="labels.csv", help="label CSV inside --data (real data sets)")
+    g.add_argument(
+        "--classes", type=int, default=5, help="synthetic: number of classes (real data: from the CSV labels)"
+    )
+    g.add_argument("--subjects", type=int, default=6, help="synthetic: number of subjects")
+    g.add_argument("--clips", type=int, default=10, help="synthetic: clips per subject")
+    g.add_argument(
+        "--amplitude",
+        type=float,
+        default=None,
+        help="synthetic: peak motion in pixels, at most 6 (unset: the data set's 3.0)",
+    )
+    g.add_argument(
+        "--noise",
+        type=float,
+        default=None,
+        help="synthetic: sensor-noise std per frame (unset: the data set's 0.01)",
+    )
+    g.add_argument(
+        "--jitter",
+        type=float,
+        default=None,
+        help="synthetic: camera-shake std in pixels per frame (unset: the data set's 0.25)",
+    )
+    g.add_argument("--t", type=int, default=8, help="frames per clip (the model needs t >= 4)")
+    g.add_argument(
+        "--input-norm",
+        choices=["clip", "temporal", "none"],
+        default="clip",
+        help="clip: standardise each clip; temporal: subtract each pixel's temporal mean, then "
+        "standardise; none: raw [0, 1] frames",
+    )
+    g.add_argument("--input-scale", type=float, default=1.0, help="factor applied to the normalised input")
+    g = p.add_argument_group("evaluation")
+    g.add_argument(
+        "--protocol",
+        choices=["loso", "split"],
+        default="split",
+        help="loso: one fold per held-out subject; split: one stratified train/test split",
+    )
+    g.add_argument("--test-fraction", type=float, default=0.25, help="split: share of each class held out")
+    g.add_argument(
+        "--max-folds", type=int, default=None, help="loso: stop after this many folds (unset: all)"
+    )
+    g = p.add_argument_group("model and loss")
+    g.add_argument(
+        "--semantics",
+        choices=["official", "paper"],
+        default="official",
+        help="official: the published code's layout (loads its checkpoints); paper: the paper's F5C blocks",
+    )
+    g.add_argument(
+        "--backend",
+        choices=list(fxkernels.BACKENDS),
+        default="auto",
+        help="fxkernels backend of every fused layer (reference: plain PyTorch)",
+    )
+    g.add_argument(
+        "--flow-weight",
+        type=float,
+        default=0.1,
+        help="weight of the optical-flow MSE term (the paper's lambda_f)",
+    )
+    g.add_argument(
+        "--landmark-weight",
+        type=float,
+        default=68.0,
+        help="weight of the inter-ocular-normalised landmark L1 term (the paper's lambda_m)",
+    )
+    g = p.add_argument_group("optimisation")
+    g.add_argument("--epochs", type=int, default=3, help="epochs per fold")
+    g.add_argument("--batch-size", type=int, default=4, help="global batch size (split over processes)")
+    g.add_argument("--lr", type=float, default=2e-4, help="AdamW learning rate")
+    g.add_argument("--weight-decay", type=float, default=1e-4, help="AdamW weight decay")
+    g.add_argument(
+        "--max-steps", type=int, default=None, help="cap on optimiser steps per epoch (unset: all)"
+    )
+    g.add_argument("--seed", type=int, default=0, help="seed of the data, the split and the initialisation")
+    g.add_argument("--threads", type=int, default=None, help="torch CPU threads per process (unset: torch's)")
+    g = p.add_argument_group("output and control")
+    g.add_argument("--out", default="runs/mol", help="folder of the checkpoint and summary.json")
+    g.add_argument("--resume", action="store_true", help="continue from <out>/checkpoint.pt")
+    g.add_argument(
+        "--stop-after",
+        type=int,
+        default=None,
+        metavar="N",
+        help="stop after N epochs of this run, checkpoint written (time-limited jobs; continue "
+        "with --resume)",
+    )
+    g.add_argument(
+        "--compare-backends",
+        type=int,
+        default=0,
+        metavar="N",
+        help="first time N training steps with fxkernels and with the reference backend (0: skip)",
+    )
+    g.add_argument("--no-progress", action="store_true", help="no per-step progress bar")
+    return p
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    args = build_parser().parse_args(argv)
     for name in ("epochs", "batch_size", "classes", "subjects", "clips"):
         if getattr(args, name) < 1:
-            raise SystemExit(f"models.train: --{name.replace('_', '-')} must be >= 1")
+            raise SystemExit(
+                f"models.train: --{name.replace('_', '-')} must be >= 1, got {getattr(args, name)}"
+            )
+    if args.t < 4:  # MOL's 3-D conv spans 5 of the 2(t-1) pair steps
+        raise SystemExit(f"models.train: --t must be >= 4 for MOL, got {args.t}")
     return args
 
 
 # ------------------------------------------------------------------------------------------- helpers
-class Dist:
-    """Process-group bookkeeping: a no-op single process unless launched by torchrun."""
-
-    def __init__(self):
-        self.world = int(os.environ.get("WORLD_SIZE", "1"))
-        self.rank = int(os.environ.get("RANK", "0"))
-        self.device = torch.device("cpu")
-        if self.world > 1:
-            if torch.cuda.is_available():
-                local = int(os.environ.get("LOCAL_RANK", "0"))
-                torch.cuda.set_device(local)
-                self.device = torch.device("cuda", local)
-                dist.init_process_group("nccl")
-            else:
-                dist.init_process_group("gloo")
-        elif torch.cuda.is_available():
-            self.device = torch.device("cuda")
-
-    @property
-    def main(self) -> bool:
-        return self.rank == 0
-
-    def barrier(self):
-        if self.world > 1:
-            dist.barrier()
-
-    def all_sum(self, t: torch.Tensor) -> torch.Tensor:
-        if self.world > 1:
-            dist.all_reduce(t)
-        return t
-
-    def close(self):
-        if self.world > 1:
-            dist.destroy_process_group()
-
-
 def build_dataset(args):
     if args.data == "synthetic":
         kw = {k: getattr(args, k) for k in ("amplitude", "noise", "jitter") if getattr(args, k) is not None}
         return SyntheticMicroExpressions(
             args.classes, args.subjects, args.clips, t=args.t, seed=args.seed, **kw
         )
+    if not os.path.isdir(args.data):
+        raise SystemExit(f"models.train: --data {args.data!r} is neither 'synthetic' nor a folder")
     return FrameFolderDataset(args.data, csv=args.csv, t=args.t)
 
 
@@ -157,6 +215,18 @@ def new_model(args, num_classes: int, device):
 def backend_ctx(backend: str):
     # the model is built with backend="auto": use_backend picks what every fused layer runs
     return fxkernels.use_backend(backend) if backend != "auto" else contextlib.nullcontext()
+
+
+def describe_backend(backend: str, device: torch.device) -> str:
+    """The backend for the log line: for "auto", the fused kernels it picks on `device` (an op without them
+    runs the reference)."""
+    if backend == "auto":
+        backend = fxkernels.default_backend()  # a use_backend / FXKERNELS_BACKEND default
+    if backend != "auto":
+        return backend
+    avail = fxkernels.backends()
+    fused = [b for b in (("triton", "cuda") if device.type == "cuda" else ("cpu",)) if avail[b]]
+    return f"auto -> {'/'.join(fused) or 'reference'}"
 
 
 def model_input(video: torch.Tensor, args) -> torch.Tensor:
@@ -221,6 +291,17 @@ def compare_backends(args, ds, idx, device, log) -> dict:
     return res
 
 
+def checkpoint_state(model, opt, fold: int, epoch: int, done: list, args) -> dict:
+    """What `--resume` needs: weights, optimiser (None: left out), position (the last finished epoch of
+    `fold`; -1: none yet), RNG state, the finished folds' predictions and the arguments (to refuse another
+    run's checkpoint)."""
+    state = {"model": model.state_dict(), "fold": fold, "epoch": epoch, "rng": torch.get_rng_state(),
+             "done": done, "args": vars(args)}  # fmt: skip
+    if opt is not None:
+        state["optimizer"] = opt.state_dict()
+    return state
+
+
 def save_checkpoint(path: Path, state: dict):
     tmp = path.with_suffix(".tmp")
     torch.save(state, tmp)
@@ -252,12 +333,13 @@ def main(argv=None) -> dict:
         out.mkdir(parents=True, exist_ok=True)
     if args.batch_size % dd.world:
         raise SystemExit(
-            f"models.train: --batch-size {args.batch_size} must be divisible by {dd.world} processes"
+            f"models.train: --batch-size {args.batch_size} must be a multiple of the number of processes "
+            f"({dd.world}): each process trains on an equal share of every batch"
         )
     ds = build_dataset(args)
     folds = make_folds(ds, args)
     chance = 1.0 / ds.num_classes
-    be_name = fxkernels.default_backend() if args.backend == "auto" else args.backend
+    be_name = describe_backend(args.backend, dd.device)
     log(
         f"MOL ({args.semantics}) on {args.data}: {len(ds)} clips, {ds.num_classes} classes, t={args.t}, "
         f"{len(folds)} fold(s) [{args.protocol}], backend={be_name}, {dd.world} process(es), "
@@ -290,7 +372,7 @@ def main(argv=None) -> dict:
 
     per_batch = args.batch_size // dd.world
     step_times = []
-    epoch_log = []  # (fold, epoch, mean training loss, training accuracy) of this run
+    epoch_log: list[dict] = []  # fold, epoch, mean training loss and training accuracy of this run's epochs
     model = None
     stopped = False
     with backend_ctx(args.backend):
@@ -334,21 +416,14 @@ def main(argv=None) -> dict:
                         bar.set_postfix(loss=f"{loss:.3f}", ce=f"{parts['ce'].item():.3f}")
                 steps = int(stats[3])
                 stats = dd.all_sum(stats)
-                epoch_log.append(
-                    (fi, epoch, float(stats[0] / max(stats[2], 1)), float(stats[1] / max(stats[2], 1)))
-                )
+                mean_loss, acc, mean_ce = (float(stats[i] / max(stats[2], 1)) for i in (0, 1, 4))
+                epoch_log.append({"fold": fi, "epoch": epoch, "loss": mean_loss, "train_acc": acc})
                 log(
-                    f"{name} epoch {epoch + 1}/{args.epochs}: loss {stats[0] / max(stats[2], 1):.4f} "
-                    f"(CE {stats[4] / max(stats[2], 1):.4f}), "
-                    f"train acc {stats[1] / max(stats[2], 1):.3f}, {steps} steps, "
-                    f"{steps / max(epoch_time, 1e-9):.3f} steps/s"
+                    f"{name} epoch {epoch + 1}/{args.epochs}: loss {mean_loss:.4f} (CE {mean_ce:.4f}), "
+                    f"train acc {acc:.3f}, {steps} steps, {steps / max(epoch_time, 1e-9):.3f} steps/s"
                 )
                 if dd.main:
-                    save_checkpoint(
-                        ckpt_path,
-                        {"model": model.state_dict(), "optimizer": opt.state_dict(), "fold": fi, "epoch": epoch,
-                         "rng": torch.get_rng_state(), "done": done, "args": vars(args)},
-                    )  # fmt: skip
+                    save_checkpoint(ckpt_path, checkpoint_state(model, opt, fi, epoch, done, args))
                 dd.barrier()
                 if args.stop_after is not None and len(epoch_log) >= args.stop_after:
                     stopped = True
@@ -361,19 +436,14 @@ def main(argv=None) -> dict:
             done.append({"name": name, "test_idx": list(te_idx), "pred": preds, "label": labels})
             m = all_metrics(labels, preds, ds.num_classes)
             log(f"{name}: test acc {m['acc']:.3f} (chance {chance:.3f}), wf1 {m['wf1']:.3f}, n={len(labels)}")
-            if dd.main:  # the next fold starts at epoch 0
-                save_checkpoint(
-                    ckpt_path,
-                    {"model": model.state_dict(), "optimizer": opt.state_dict(), "fold": fi + 1, "epoch": -1,
-                     "rng": torch.get_rng_state(), "done": done, "args": vars(args)},
-                )  # fmt: skip
+            if dd.main:  # the next fold starts at epoch 0 from a fresh model and optimiser
+                # so no resume reads this optimiser state (AdamW's moments: 2/3 of the file); the trained
+                # weights stay for the user
+                save_checkpoint(ckpt_path, checkpoint_state(model, None, fi + 1, -1, done, args))
             dd.barrier()
 
     if stopped:
-        summary.update(
-            stopped=True,
-            epochs=[{"fold": f, "epoch": e, "loss": lo, "train_acc": a} for f, e, lo, a in epoch_log],
-        )
+        summary.update(stopped=True, epochs=epoch_log)
         dd.close()
         return summary
     rows = [(f["name"], all_metrics(f["label"], f["pred"], ds.num_classes), len(f["label"])) for f in done]
@@ -386,7 +456,7 @@ def main(argv=None) -> dict:
     summary.update(
         {
             "folds": [{"name": n, "n": k, **m} for n, m, k in rows[:-1]],
-            "epochs": [{"fold": f, "epoch": e, "loss": lo, "train_acc": a} for f, e, lo, a in epoch_log],
+            "epochs": epoch_log,
             "overall": overall,
             "chance": chance,
             "train_steps_per_s": len(step_times) / sum(step_times) if step_times else None,

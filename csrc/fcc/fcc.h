@@ -85,8 +85,5 @@ CpuKernels cpu_kernels_avx2();             // FXK_CPU_HAVE_AVX2 builds only (com
 CpuKernels cpu_kernels_avx512();           // FXK_CPU_HAVE_AVX512 builds only
 CpuKernels cpu_kernels_avx512_emulated();  // FXK_CPU_HAVE_AVX512 builds only
 
-// Older spelling of the extension-wide hook (common/cuda_emulation.h), for code that still qualifies it.
-using ::fxk::cpu_emulate_threads;
-
 }  // namespace fcc
 }  // namespace fxk

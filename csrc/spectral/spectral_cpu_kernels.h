@@ -25,7 +25,7 @@
 
 #include "common/cpu_vec.h"
 
-#include "fcc/fcc.h"
+#include "common/cuda_emulation.h"
 #include "spectral/spectral.h"
 #include "spectral/spectral_math.h"
 
@@ -538,7 +538,7 @@ void bwd_columns_typed(const Problem& pb, const Grads& g) {
 
 template <typename T, typename A>
 void fwd_typed(const Problem& pb, const at::Tensor& y) {
-  if (fcc::cpu_emulate_threads() > 0) {  // test hook: the CUDA kernels' per-column math
+  if (cpu_emulate_threads() > 0) {  // test hook: the CUDA kernels' per-column math
     with_freq_class(pb.M, [&](auto K) { fwd_columns_typed<T, A, decltype(K)::value>(pb, y); });
     return;
   }
@@ -549,7 +549,7 @@ void fwd_typed(const Problem& pb, const at::Tensor& y) {
 
 template <typename T, typename A>
 void bwd_typed(const Problem& pb, const Grads& g) {
-  if (fcc::cpu_emulate_threads() > 0) {
+  if (cpu_emulate_threads() > 0) {
     with_freq_class(pb.M, [&](auto K) { bwd_columns_typed<T, A, decltype(K)::value>(pb, g); });
     return;
   }

@@ -8,7 +8,7 @@ import torch.nn.functional as F
 
 import fxkernels
 from fxkernels.testing import assert_close
-from models.mol import MOL, inter_ocular, mol_loss, published_forward
+from models.mol import MOL, mol_loss, published_forward
 from tests.nn.test_fcc import official_state_dict
 
 KERNEL_BACKENDS = [b for b in ("cpu",) if fxkernels.backends()[b]]
@@ -186,13 +186,6 @@ def test_bad_input():
 
 
 # ------------------------------------------------------------------------------------------------ loss
-def test_inter_ocular_pupils():
-    pts = torch.zeros(68, 2)
-    pts[36:42] = torch.tensor([10.0, 20.0])  # left eye contour collapsed on its centre
-    pts[42:48] = torch.tensor([40.0, 60.0])
-    assert inter_ocular(pts.flatten()).item() == pytest.approx(50.0)  # 3-4-5 triangle x 10
-
-
 def test_mol_loss_hand_case():
     B, t, C = 2, 3, 4
     pts = torch.zeros(B, 68, 2, t)
@@ -227,3 +220,21 @@ def test_mol_loss_masks_missing_ground_truth():
     assert parts["flow"].item() == pytest.approx(flow[0].detach().pow(2).mean().item(), rel=1e-5)
     total.backward()
     assert torch.isfinite(total) and (flow.grad[1] == 0).all() and (ldm.grad == 0).all()
+
+
+def test_mol_loss_rejects_ground_truth_of_another_shape():
+    B, t = 2, 3
+    outputs = (torch.randn(B, 3), torch.zeros(B, 2, 128, 128, t - 1), torch.zeros(B, 136, t - 1))
+    good = {
+        "label": torch.tensor([0, 2]),
+        "flow": torch.zeros(B, 2, 128, 128, t - 1),
+        "landmarks": torch.zeros(B, 136, t),
+    }
+    mol_loss(outputs, good)
+    # a flow for one pair would broadcast over all t-1 pairs; landmarks of t-1 frames would misalign by one frame
+    for key, bad in (("flow", torch.zeros(B, 2, 128, 128, 1)), ("landmarks", torch.zeros(B, 136, t - 1)),
+                     ("has_flow", torch.ones(B + 1, dtype=torch.bool))):  # fmt: skip
+        with pytest.raises(ValueError, match=rf"batch\['{key}'\] must have shape"):
+            mol_loss(outputs, {**good, key: bad})
+    with pytest.raises(ValueError, match="batch has no 'landmarks'"):
+        mol_loss(outputs, {"label": good["label"], "flow": good["flow"]})
