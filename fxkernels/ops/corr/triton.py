@@ -1,4 +1,4 @@
-"""Triton backend of the spatial-correlation family (SPEC section 7; math and contract in ./README.md).
+"""Triton backend of the spatial-correlation family (math and contract in ./README.md).
 
 Launchers (the backend contract):
 
