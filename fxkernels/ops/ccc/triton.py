@@ -15,13 +15,18 @@ Kernels:
   all rows are accumulated over the feature axis in registers (``tl.dot`` with ``"ieee"`` input precision
   for fp32, never tf32; fp64 math for fp64), ``sim = dot / (max(|x_r|, eps) max(|x_q|, eps))`` with IEEE
   division / square root, then ``k`` rounds of: row max, smallest column attaining it, store, mask it out
-  (ties -> lower index, as a stable descending sort).  The ``R x R`` matrix never goes to memory.
+  (ties -> lower index, as a stable descending sort; a NaN similarity takes the key +inf, so NaNs come
+  first, in index order, as in the reference).  The ``R x R`` matrix never goes to memory.  Every element
+  of the Gram block is computed the same way wherever it sits, so bitwise-equal rows score bitwise-equal
+  similarities and tie (under ``TRITON_INTERPRET=1`` numpy's matmul does not: the duplicate-row test
+  of ``tests/ops/test_edge_cases.py`` gives the interpreter a position-independent dot, as the GPU's).
 * ``_knn_cosine_tiled_kernel`` (``R > 256`` and ``k <= 64``): the same per row block, streamed over
   column tiles of ``BN``, merging each similarity tile into a running sorted top-``KP`` buffer held in
   registers.  ``R > 256`` with ``k > 64`` falls back to ``knn_cosine_ref`` (which normalises first and
-  computes the similarity in the input dtype).
+  computes the similarity in the input dtype, and ties duplicate rows itself).
 * ``_edge_max_fwd_kernel``: per (batch, ``BI`` rows, ``BF`` features): loop over the ``k`` neighbours,
-  gather ``g[nbr]``, ``v = ReLU(round_to_dtype(a + g))``, running max and first arg (uint8).
+  gather ``g[nbr]``, ``v = ReLU(round_to_dtype(a + g))``, running max and first arg (uint8); NaN
+  propagates through the ReLU and the first NaN slot wins, as ``torch.relu`` / ``torch.max``.
 * ``_edge_max_bwd_kernel``: deterministic, no atomics.  The host builds the inverse adjacency of each
   batch (CSR: a stable argsort of ``nbr.view(B, C*k)`` groups the entries ``e = i*k + s`` by target ``j``
   in increasing ``(i, s)`` order, offsets by ``searchsorted``).  One program per (batch, target row ``j``,
