@@ -1,0 +1,10 @@
+"""Attention family: softmax attention with MViTv2's decomposed rel-pos bias and residual pooling, fused, and
+the MViT pooling (see README.md)."""
+
+from .attention import MAX_HD, attention
+from .reference import attention_ref, attention_rel_ref, rel_pos_gather, rel_pos_project
+
+__all__ = ["attention", "attention_ref", "attention_rel_ref", "rel_pos_gather", "rel_pos_project", "MAX_HD"]
+
+# exported as fxkernels.<name> (fxkernels/_families.py)
+OPS = ["attention", "attention_ref", "rel_pos_gather"]
