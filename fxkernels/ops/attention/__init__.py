@@ -2,9 +2,19 @@
 the MViT pooling (see README.md)."""
 
 from .attention import MAX_HD, attention
-from .reference import attention_ref, attention_rel_ref, rel_pos_gather, rel_pos_project
+from .pool import attention_pool
+from .reference import attention_pool_ref, attention_ref, attention_rel_ref, rel_pos_gather, rel_pos_project
 
-__all__ = ["attention", "attention_ref", "attention_rel_ref", "rel_pos_gather", "rel_pos_project", "MAX_HD"]
+__all__ = [
+    "attention",
+    "attention_pool",
+    "attention_pool_ref",
+    "attention_ref",
+    "attention_rel_ref",
+    "rel_pos_gather",
+    "rel_pos_project",
+    "MAX_HD",
+]
 
 # exported as fxkernels.<name> (fxkernels/_families.py)
-OPS = ["attention", "attention_ref", "rel_pos_gather"]
+OPS = ["attention", "attention_ref", "attention_pool", "attention_pool_ref", "rel_pos_gather"]

@@ -10,7 +10,8 @@ The kit op `fxkernels::attention` (fxkernels/ops/opkit.py) takes q, k, v and the
 from __future__ import annotations
 
 import math
-from typing import Optional, Sequence
+from collections.abc import Sequence
+from typing import Optional
 
 import torch
 import torch.nn.functional as F
@@ -41,8 +42,10 @@ def _launchers(backend: str):
 
 # ----------------------------------------------------------------------------------------------- checks
 def _check_thw(name: str, thw, L: int, c: int, tensor: str) -> tuple:
-    if not isinstance(thw, (tuple, list)) or len(thw) != 3 or not all(
-        isinstance(s, int) and not isinstance(s, bool) for s in thw
+    if (
+        not isinstance(thw, (tuple, list))
+        or len(thw) != 3
+        or not all(isinstance(s, int) and not isinstance(s, bool) for s in thw)
     ):
         raise ValueError(f"fxkernels.{OP}: {name} must be 3 ints (T, H, W), got {thw!r}")
     if min(thw) < 1:
@@ -88,7 +91,7 @@ def _check_inputs(q, k, v, scale, thw_q, thw_k, tables, has_cls, dropout_p):
     if all(given):
         if thw_q is None or thw_k is None:
             raise ValueError(f"fxkernels.{OP}: the rel-pos tables need thw_q and thw_k (the token grids)")
-        for name, t, nq, nk in zip(("rel_pos_t", "rel_pos_h", "rel_pos_w"), tables, thw_q, thw_k):
+        for name, t in zip(("rel_pos_t", "rel_pos_h", "rel_pos_w"), tables):
             check_tensor(OP, name, t, 2, shape_desc=f"(rows, hd={hd})")
             check_same(OP, "q", q, **{name: t})
             if t.shape[1] != hd:
@@ -262,8 +265,18 @@ def attention(
             be = "sdpa"
     if be == "reference":
         return attention_ref(
-            q, k, v, scale, thw_q=thw_q, thw_k=thw_k, rel_pos_t=rel_pos_t, rel_pos_h=rel_pos_h,
-            rel_pos_w=rel_pos_w, has_cls=has_cls, add_q=add_q, add_q_cls=add_q_cls,
+            q,
+            k,
+            v,
+            scale,
+            thw_q=thw_q,
+            thw_k=thw_k,
+            rel_pos_t=rel_pos_t,
+            rel_pos_h=rel_pos_h,
+            rel_pos_w=rel_pos_w,
+            has_cls=has_cls,
+            add_q=add_q,
+            add_q_cls=add_q_cls,
         )
     rel = None
     if biased:

@@ -6,7 +6,8 @@ The semantics are torchvision's `torchvision.models.video.mvit` (`_add_rel_pos`,
 
 from __future__ import annotations
 
-from typing import Optional, Sequence
+from collections.abc import Sequence
+from typing import Optional
 
 import torch
 import torch.nn.functional as F
@@ -29,7 +30,10 @@ def rel_pos_index(nq: int, nk: int, device=None) -> Tensor:
     distances: float32 products, then truncation)."""
     rq = max(nk / nq, 1.0)
     rk = max(nq / nk, 1.0)
-    dist = torch.arange(nq, device=device)[:, None] * rq - (torch.arange(nk, device=device)[None, :] + (1.0 - nk)) * rk
+    dist = (
+        torch.arange(nq, device=device)[:, None] * rq
+        - (torch.arange(nk, device=device)[None, :] + (1.0 - nk)) * rk
+    )
     return dist.long()
 
 
@@ -148,7 +152,9 @@ def attention_ref(
         rel_h = torch.einsum("bnthwc,hkc->bnthwk", r_q, Gh)
         rel_w = torch.einsum("bnthwc,wkc->bnthwk", r_q, Gw)
         bias = (
-            rel_t[:, :, :, :, :, :, None, None] + rel_h[:, :, :, :, :, None, :, None] + rel_w[:, :, :, :, :, None, None, :]
+            rel_t[:, :, :, :, :, :, None, None]
+            + rel_h[:, :, :, :, :, None, :, None]
+            + rel_w[:, :, :, :, :, None, None, :]
         ).reshape(B, nh, Tq * Hq * Wq, -1)
         attn = attn.clone()
         attn[:, :, c:, c:] += bias
@@ -171,3 +177,41 @@ __all__ = [
     "rel_bias",
     "residual_rows",
 ]
+
+
+def pool_out_size(n: int, k: int, s: int) -> int:
+    """Grid size after a Conv3d / MaxPool3d of kernel k, stride s, padding k//2 (torchvision MViT)."""
+    return (n + 2 * (k // 2) - k) // s + 1
+
+
+def attention_pool_ref(
+    x: Tensor,
+    weight: Tensor,
+    stride: Sequence[int],
+    thw: Sequence[int],
+    has_cls: bool,
+    norm_weight: Optional[Tensor] = None,
+    norm_bias: Optional[Tensor] = None,
+    eps: float = 1e-6,
+) -> tuple[Tensor, tuple]:
+    """torchvision MViT `Pool` with conv pooling, as torchvision runs it: split the cls row off, depthwise
+    Conv3d (padding kernel//2, shared by the heads) on the grid in (B*nh, hd, T, H, W) layout, cls re-prepended,
+    LayerNorm over hd on every row (when norm_weight is given).
+
+    x: (B, nh, c + T*H*W, hd), weight: (hd, 1, kt, kh, kw) -> (y (B, nh, c + To*Ho*Wo, hd), (To, Ho, Wo)).
+    """
+    B, nh, L, hd = x.shape
+    c = int(has_cls)
+    cls, g = x[:, :, :c], x[:, :, c:]
+    g = g.transpose(2, 3).reshape((B * nh, hd) + tuple(thw))
+    pad = [s // 2 for s in weight.shape[2:]]
+    g = F.conv3d(g, weight, None, list(stride), pad, groups=hd)
+    thw_out = tuple(g.shape[2:])
+    g = g.reshape(B, nh, hd, -1).transpose(2, 3)
+    y = torch.cat((cls, g), dim=2)
+    if norm_weight is not None:
+        y = F.layer_norm(y, (hd,), norm_weight, norm_bias, eps)
+    return y, thw_out
+
+
+__all__ += ["attention_pool_ref", "pool_out_size"]
