@@ -4,7 +4,8 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 MAX_JOBS ?= 2
 TORCH_SPEC ?= torch==2.14.1
-DEPS := "$(TORCH_SPEC)" ninja numpy pillow tqdm pytest pytest-benchmark ruff
+TORCHVISION_SPEC ?= torchvision==0.29.1
+DEPS := "$(TORCH_SPEC)" "$(TORCHVISION_SPEC)" ninja numpy pillow tqdm pytest pytest-benchmark ruff
 SHELL := /bin/bash
 
 .PHONY: install reinstall demo test test-fast bench lint format aot clean FORCE

@@ -260,10 +260,12 @@ setup(
     description="Fused Triton / CUDA / CPU kernels for facial-expression-recognition models",
     packages=find_packages(include=["fxkernels*"]),
     python_requires=">=3.9",
-    install_requires=["torch>=2.4"],
+    install_requires=["torch>=2.4", "numpy"],
     extras_require={
-        "test": ["pytest", "pytest-benchmark", "numpy", "pillow", "tqdm"],
-        "models": ["numpy", "pillow", "tqdm"],  # models/: datasets (PIL frames) and the training CLI
+        # torchvision: MViT / ResNet layouts and weights (models/, fxkernels.nn.fuse_mvit, their tests); the
+        # release that matches torch 2.14
+        "test": ["pytest", "pytest-benchmark", "numpy", "pillow", "tqdm", "torchvision==0.29.*"],
+        "models": ["numpy", "pillow", "tqdm", "torchvision==0.29.*"],  # datasets, training CLI, backbones
     },
     ext_modules=[ext],
     cmdclass={"build_ext": FxkBuildExtension.with_options(use_ninja=True)},
