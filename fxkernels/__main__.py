@@ -6,19 +6,21 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import importlib.util
 import math
 import os
 import platform
 import statistics
 import sys
 import time
-from dataclasses import dataclass
 from typing import Callable
 
 import torch
 
 from . import _backend, _ext
+from ._families import FAMILIES
 from .ops import OP_FAMILIES
+from .ops.opkit import DemoCase
 from .testing import errors
 
 MIN_SAMPLE_MS = 1.0  # calls shorter than this are repeated within one timed sample
@@ -111,98 +113,18 @@ def spread(ms: list) -> float:
 
 
 # ------------------------------------------------------------------------------------------------- cases
-@dataclass
-class Case:
-    name: str
-    shape: str  # what is timed, as printed in the table
-    inputs: tuple  # the differentiable inputs, in fn's order
-    fn: Callable  # fn(backend, inputs) -> output
-    kernels: dict  # the family's KERNELS table (backend availability)
-
-
-def _dims(t: torch.Tensor) -> str:
-    return "x".join(str(s) for s in t.shape)
-
-
-def _fcc_cases(device, tiny):
-    from .ops.fcc import KERNELS, circular_conv, circular_conv2d
-
-    B, C, H, W = (2, 4, 8, 8) if tiny else (32, 128, 16, 16)  # MOL's FCC shape
-    x = torch.randn(B, C, H, W, device=device)
-    w1, w2 = torch.randn(C, H, device=device) / 4, torch.randn(C, W, device=device) / 4
-    p1, p2 = torch.randn(C, H, device=device), torch.randn(C, W, device=device)
-    b1, b2 = torch.randn(C, device=device), torch.randn(C, device=device)
-    t = (x, w1, w2, p1, p2, b1, b2)
-    shape = f"x {_dims(x)}"
-
-    def v(be, t):
-        return circular_conv(t[0], t[1], -2, t[3], t[5], backend=be)
-
-    def vh(be, t):
-        return circular_conv2d(t[0], *t[1:3], "VH", *t[3:7], backend=be)
-
-    return [
-        Case("circular_conv (V)", shape, t, v, KERNELS),
-        Case("circular_conv2d (VH)", shape, t, vh, KERNELS),
-    ]
-
-
-def _ccc_cases(device, tiny):
-    from .ops.ccc import channel_edge_conv, knn_cosine, spatial_edge_conv
-    from .ops.ccc.ccc import KERNELS
-
-    # MOL's CCC: (32, 128, 16, 16) maps flattened to N = 256, 4 neighbours
-    B, C, N, k = (2, 8, 16, 3) if tiny else (32, 128, 256, 4)
-    x = torch.randn(B, C, N, device=device)
-    w = [torch.randn(N, N, device=device) / N**0.5 for _ in range(2)]
-    b = [torch.randn(N, device=device) / N**0.5 for _ in range(2)]
-    t = (x, *w, *b)
-    shape = f"x {_dims(x)}, k={k}"
-
-    def channel(be, t):
-        return channel_edge_conv(t[0], knn_cosine(t[0], k, be), *t[1:], backend=be)
-
-    def spatial(be, t):
-        return spatial_edge_conv(t[0], knn_cosine(t[0].transpose(1, 2), k, be), *t[1:], backend=be)
-
-    return [
-        Case("CCC channel (knn+conv)", shape, t, channel, KERNELS),
-        Case("CCC spatial (knn+conv)", shape, t, spatial, KERNELS),
-    ]
-
-
-def _corr_cases(device, tiny):
-    from .ops.corr import spatial_correlation
-    from .ops.corr.corr import KERNELS
-
-    # MOL's FlowNetC correlation: 56 frame pairs (B=8 clips x 7 pairs), 256 channels, 16x16, patch 21,
-    # dilation 2
-    shape, P, d = ((2, 4, 6, 6), 5, 2) if tiny else ((56, 256, 16, 16), 21, 2)
-    t = tuple(torch.randn(*shape, device=device) for _ in range(2))
-    desc = f"f1,f2 {_dims(t[0])}, P={P} d={d}"
-    return [
-        Case("spatial_correlation", desc, t, lambda be, t: spatial_correlation(*t, P, d, backend=be), KERNELS)
-    ]
-
-
-def _spectral_cases(device, tiny):
-    from .ops.spectral import spectral_filter
-    from .ops.spectral.spectral import KERNELS
-
-    # MTSTWN's STFE temporal branch at its first STFM (block 0): 15 steps, a per-position filter, the residual
-    B, C, T, H, W = (2, 3, 6, 4, 4) if tiny else (8, 64, 15, 28, 28)
-    M = T // 2 + 1
-    x, res = torch.randn(B, C, T, H, W, device=device), torch.randn(B, C, T, H, W, device=device)
-    # the layout TemporalFilter makes: its generator's (B, C, M, 2, H, W) output seen as (B, C, M, H, W, 2)
-    filt = torch.randn(B, C, M, 2, H, W, device=device).permute(0, 1, 2, 4, 5, 3)
-    desc = f"x {_dims(x)}, filt {_dims(filt)}"
-    return [
-        Case("spectral_filter", desc, (x, filt, res), lambda be, t: spectral_filter(*t, backend=be), KERNELS)
-    ]
+# Each family's `fxkernels/ops/<family>/demo.py` defines demo_cases(device, tiny) -> [DemoCase] (op kit).
+Case = DemoCase
 
 
 def cases(device, tiny: bool = False) -> list:
-    return [f(device, tiny) for f in (_fcc_cases, _ccc_cases, _corr_cases, _spectral_cases)]
+    """One list of DemoCases per family of fxkernels/_families.py that has a demo module."""
+    out = []
+    for fam in FAMILIES:
+        name = f"{__package__}.ops.{fam}.demo"
+        if importlib.util.find_spec(name) is not None:
+            out.append(importlib.import_module(name).demo_cases(device, tiny))
+    return out
 
 
 # -------------------------------------------------------------------------------------------------- demo

@@ -22,6 +22,7 @@ compiling), with the backend already bound. `backend` is always the ops' last ar
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Callable, Optional
 
 import torch
@@ -158,4 +159,21 @@ def empty_if_none(t: Optional[torch.Tensor], like: torch.Tensor) -> torch.Tensor
     return like.new_empty(0) if t is None else t
 
 
-__all__ = ["FusedOp", "REGISTRY", "empty_if_none"]
+@dataclass
+class DemoCase:
+    """One row of `python -m fxkernels demo`: a family's `demo.py` returns a list of them from
+    `demo_cases(device, tiny)`, at its model's shape (tiny: a quick self-check)."""
+
+    name: str  # the op (or pipeline) shown in the table
+    shape: str  # what is timed, as printed in the table
+    inputs: tuple  # the differentiable inputs, in fn's order
+    fn: Callable  # fn(backend, inputs) -> one output tensor
+    kernels: dict  # the family's KERNELS table (backend availability)
+
+
+def dims(t: torch.Tensor) -> str:
+    """'2x3x4' for a (2, 3, 4) tensor."""
+    return "x".join(str(s) for s in t.shape)
+
+
+__all__ = ["FusedOp", "REGISTRY", "empty_if_none", "DemoCase", "dims"]
