@@ -8,18 +8,11 @@ import sys
 
 import pytest
 
-from fxkernels.__main__ import Case, measure, table_rows
+from fxkernels.__main__ import Case, cases, measure, table_rows
 
-CASES = ("circular_conv (V)", "circular_conv2d (VH)", "CCC channel (knn+conv)", "CCC spatial (knn+conv)")
-CASES += ("spatial_correlation", "spectral_filter")
-TINY_SHAPES = {
-    "circular_conv (V)": "x 2x4x8x8",
-    "circular_conv2d (VH)": "x 2x4x8x8",
-    "CCC channel (knn+conv)": "x 2x8x16, k=3",
-    "CCC spatial (knn+conv)": "x 2x8x16, k=3",
-    "spatial_correlation": "f1,f2 2x4x6x6, P=5 d=2",
-    "spectral_filter": "x 2x3x6x4x4, filt 2x3x4x4x4x2",
-}
+# every family's demo cases (fxkernels/ops/<family>/demo.py), by name, with the shape each prints under --tiny
+TINY_SHAPES = {c.name: c.shape for group in cases("cpu", tiny=True) for c in group}
+CASES = tuple(TINY_SHAPES)
 ROW = re.compile(
     r"^(?P<op>.+?)\s{2,}(?P<shape>.+?)\s{2,}(?P<be>reference|cpu|triton|cuda)\s+(?P<tf>[\d.]+)\s+(?P<tfb>[\d.]+)"
     r"\s+(?P<xf>[\d.]+)\s+(?P<xfb>[\d.]+)\s+(?P<iqr>\d+)%\s+(?P<err>\S+)$"
@@ -106,6 +99,7 @@ def test_demo_tiny_prints_shapes_and_median_ratios():
     assert "median of 3 rounds" in stdout
     rows = [m.groupdict() for m in map(ROW.match, stdout.splitlines()) if m]
     assert {r["op"] for r in rows} == set(CASES), stdout
+    assert {"circular_conv (V)", "spectral_filter", "attention", "attention_pool"} <= set(CASES)
     for r in rows:
         assert r["shape"] == TINY_SHAPES[r["op"]], r
         ref = next(q for q in rows if q["op"] == r["op"] and q["be"] == "reference")
