@@ -80,7 +80,7 @@ class TokenPool(nn.Module):
 
     @staticmethod
     def check_conv(where: str, conv: nn.Module) -> None:
-        """ValueError unless `conv` is the depthwise, bias-free, zero-padded Conv3d attention_pool computes."""
+        """ValueError unless `conv` is the depthwise, bias-free, zero-padded Conv3d of attention_pool."""
         ok = (
             isinstance(conv, nn.Conv3d)
             and conv.groups == conv.in_channels == conv.out_channels
@@ -206,16 +206,13 @@ class MultiscaleAttention(nn.Module):
         check_int(name, "num_heads", num_heads)
         if output_dim % num_heads:
             raise ValueError(
-                f"fxkernels.{name}: output_dim must be a multiple of num_heads, got {output_dim} and {num_heads}"
+                f"fxkernels.{name}: output_dim must be a multiple of num_heads, got {output_dim} and "
+                f"{num_heads}"
             )
-        kernel_q, kernel_kv = (
-            check_triple(name, "kernel_q", kernel_q),
-            check_triple(name, "kernel_kv", kernel_kv),
-        )
-        stride_q, stride_kv = (
-            check_triple(name, "stride_q", stride_q),
-            check_triple(name, "stride_kv", stride_kv),
-        )
+        kernel_q = check_triple(name, "kernel_q", kernel_q)
+        kernel_kv = check_triple(name, "kernel_kv", kernel_kv)
+        stride_q = check_triple(name, "stride_q", stride_q)
+        stride_kv = check_triple(name, "stride_kv", stride_kv)
         if isinstance(dropout, bool) or not isinstance(dropout, (int, float)) or not 0.0 <= dropout < 1.0:
             raise ValueError(f"fxkernels.{name}: dropout must be a float in [0, 1), got {dropout!r}")
         if pool not in POOLS:
@@ -242,8 +239,8 @@ class MultiscaleAttention(nn.Module):
                 return None
             if len(kernel) != 3 or len(stride) != 3:
                 raise ValueError(
-                    f"fxkernels.{name}: kernel_{which} and stride_{which} must both be 3 ints when {which} is "
-                    f"pooled, got {list(kernel)} and {list(stride)}"
+                    f"fxkernels.{name}: kernel_{which} and stride_{which} must both be 3 ints when {which} "
+                    f"is pooled, got {list(kernel)} and {list(stride)}"
                 )
             return _make_pool(pool, hd, kernel, stride, norm_layer, self.has_cls, backend)
 
@@ -359,8 +356,8 @@ class MultiscaleAttention(nn.Module):
 
     def extra_repr(self) -> str:
         return (
-            f"heads={self.num_heads}, head_dim={self.head_dim}, has_cls={self.has_cls}, pool={self.pool_kind!r}, "
-            f"residual_pool={self.residual_pool}, backend={self.backend!r}"
+            f"heads={self.num_heads}, head_dim={self.head_dim}, has_cls={self.has_cls}, "
+            f"pool={self.pool_kind!r}, residual_pool={self.residual_pool}, backend={self.backend!r}"
         )
 
 

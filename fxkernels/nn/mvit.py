@@ -1,5 +1,6 @@
 """MViT block on the fused pooling attention (torchvision `MultiscaleBlock`) and `fuse_mvit`, which puts
-`fxkernels.nn.MultiscaleAttention` into a torchvision MViT in place. Exported through fxkernels.nn.attention."""
+`fxkernels.nn.MultiscaleAttention` into a torchvision MViT in place. Exported through
+fxkernels.nn.attention."""
 
 from __future__ import annotations
 
@@ -236,10 +237,10 @@ def fuse_mvit(model: nn.Module, backend: str = "auto") -> nn.Module:
     if isinstance(model, TorchvisionAttention):
         return MultiscaleAttention.from_torchvision(model, backend)
     fused: dict = {}  # id(torchvision module) -> ours: a module shared by two parents stays shared
-    targets = [
+    targets = [  # _modules, not named_children(): that one lists a module held under two names once
         (parent, name, child)
         for parent in model.modules()
-        for name, child in parent.named_children()
+        for name, child in parent._modules.items()
         if isinstance(child, TorchvisionAttention)
     ]
     for parent, name, child in targets:

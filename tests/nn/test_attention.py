@@ -1,6 +1,7 @@
-"""MViT attention modules (fxkernels/nn/attention.py, mvit.py) vs torchvision's `torchvision.models.video.mvit`:
+"""MViT attention modules (fxkernels/nn/attention.py, mvit.py) vs torchvision.models.video.mvit:
 MultiscaleAttention and MultiscaleBlock loaded from a torchvision module's state dict give its outputs and
-gradients (fp64); has_cls=False, the max/avg pools and the stfm hook vs torchvision's own pieces; bad arguments.
+gradients (fp64); has_cls=False, the max/avg pools and the stfm hook vs torchvision's own pieces; bad
+arguments.
 The whole-model tests (fuse_mvit, MViT, mvit_v2_s) are in test_mvit.py."""
 
 import copy
@@ -56,13 +57,14 @@ ZERO_GRAD = ("pool_k.norm_act.0.bias",)
 
 def check_vs(module, reference, x):
     """check_module(module, reference, x) (fp64), the ZERO_GRAD parameters held to an absolute bound."""
-    zero = [n for n, _ in module.named_parameters() if n.endswith(ZERO_GRAD)]
+    names = [n.removeprefix("_orig_mod.") for n, _ in module.named_parameters()]  # torch.compile's prefix
+    zero = [n for n in names if n.endswith(ZERO_GRAD)]
     if not zero:
         return check_module(module, reference, x)
     runs = []
     for m in (reference, module):
-        params = dict(m.named_parameters())
-        assert list(params) == [n for n, _ in module.named_parameters()], "different parameters"
+        params = {n.removeprefix("_orig_mod."): p for n, p in m.named_parameters()}
+        assert list(params) == names, "different parameters"
         runs.append(_module_run(m, params, (x,), ["x"], runs[0].upstream if runs else None))
     want, got = runs
     assert all(g is not None for g in got.grads.values()), "a parameter got no gradient"
@@ -240,6 +242,16 @@ def test_attention_project_dropout_draws_as_torchvision():
     check_vs(Call(ours, thw, seed=5), Call(tv, thw, seed=5), x)
 
 
+@pytest.mark.parametrize("backend", ["reference", "cpu"])
+def test_attention_compiles(backend):
+    """torch.compile smoke test (dynamo, graph breaks allowed; the ops' own tests compile them fullgraph)."""
+    skip_unless_available(backend)
+    tv, ours = attn_pair("v2-qstride", backend)
+    x, thw = attn_input("v2-qstride")
+    torch._dynamo.reset()
+    check_vs(torch.compile(Call(ours, thw), backend="eager"), Call(tv, thw), x)
+
+
 def test_backend_reaches_the_pools():
     m = fxkernels.MultiscaleAttention(*ATTN["v2-qstride"])
     m.backend = "sdpa"
@@ -332,14 +344,15 @@ def test_block_with_fxkernels_stfm():
 
 
 def test_block_is_a_drop_in_for_torchvision_mvit():
-    """MViT(block=fxkernels.MultiscaleBlock): the same modules, initial weights and outputs as the stock MViT."""
+    """MViT(block=fxkernels.MultiscaleBlock): the stock MViT's modules, initial weights and outputs."""
     blocks = [
         tvm.MSBlockConfig(1, 8, 16, [3] * 3, [3] * 3, [1, 2, 2], [1, 2, 2]),
         tvm.MSBlockConfig(2, 16, 16, [3] * 3, [3] * 3, [1] * 3, [1] * 3),
     ]
     kw = dict(spatial_size=(8, 8), temporal_size=4, block_setting=blocks, residual_pool=True,
               residual_with_cls_embed=False, rel_pos_embed=True, proj_after_attn=True, num_classes=5,
-              patch_embed_kernel=(3, 3, 3), patch_embed_stride=(2, 2, 2), patch_embed_padding=(1, 1, 1))  # fmt: skip
+              patch_embed_kernel=(3, 3, 3), patch_embed_stride=(2, 2, 2),
+              patch_embed_padding=(1, 1, 1))  # fmt: skip
     torch.manual_seed(2)
     tv = tvm.MViT(**kw).double().eval()
     torch.manual_seed(2)
