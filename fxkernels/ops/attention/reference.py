@@ -6,6 +6,7 @@ The semantics are torchvision's `torchvision.models.video.mvit` (`_add_rel_pos`,
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from typing import Optional
 
@@ -64,7 +65,8 @@ def rel_pos_project(q: Tensor, Gt: Tensor, Gh: Tensor, Gw: Tensor, has_cls: bool
     rt = torch.einsum("bnthwc,tkc->bnthwk", r, Gt.to(acc))
     rh = torch.einsum("bnthwc,hkc->bnthwk", r, Gh.to(acc))
     rw = torch.einsum("bnthwc,wkc->bnthwk", r, Gw.to(acc))
-    return torch.cat((rt, rh, rw), dim=-1).reshape(B, nh, Tq * Hq * Wq, -1)
+    R = Gt.shape[1] + Gh.shape[1] + Gw.shape[1]
+    return torch.cat((rt, rh, rw), dim=-1).reshape(B, nh, Tq * Hq * Wq, R)
 
 
 def rel_bias(rel: Tensor, thw_k: Sequence[int]) -> Tensor:
@@ -155,7 +157,7 @@ def attention_ref(
             rel_t[:, :, :, :, :, :, None, None]
             + rel_h[:, :, :, :, :, None, :, None]
             + rel_w[:, :, :, :, :, None, None, :]
-        ).reshape(B, nh, Tq * Hq * Wq, -1)
+        ).reshape(B, nh, Tq * Hq * Wq, k.shape[2] - c)
         attn = attn.clone()
         attn[:, :, c:, c:] += bias
     attn = attn.softmax(dim=-1)
@@ -207,7 +209,7 @@ def attention_pool_ref(
     pad = [s // 2 for s in weight.shape[2:]]
     g = F.conv3d(g, weight, None, list(stride), pad, groups=hd)
     thw_out = tuple(g.shape[2:])
-    g = g.reshape(B, nh, hd, -1).transpose(2, 3)
+    g = g.reshape(B, nh, hd, math.prod(thw_out)).transpose(2, 3)
     y = torch.cat((cls, g), dim=2)
     if norm_weight is not None:
         y = F.layer_norm(y, (hd,), norm_weight, norm_bias, eps)
