@@ -1,0 +1,262 @@
+// Register-tiled GEMM micro-kernels, a vector exp and the per-row softmax / bias helpers of the attention CPU
+// kernels. GCC vector extensions of FXK_CPU_VEC_BYTES bytes (16 = SSE2 in the baseline build, 32 = AVX2+FMA,
+// 64 = AVX-512 or its emulation on AVX2): the same source for every ISA variant. Internal linkage only (see
+// attention_cpu_kernels.h).
+#pragma once
+
+#include <cmath>
+#include <cstdint>
+#include <cstring>
+#include <limits>
+
+#include "common/common.h"
+
+#ifndef FXK_CPU_VEC_BYTES
+#if defined(__AVX__)
+#define FXK_CPU_VEC_BYTES 32
+#else
+#define FXK_CPU_VEC_BYTES 16
+#endif
+#endif
+
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wpsabi"
+
+namespace fxk {
+namespace attn {
+namespace {
+
+constexpr int kVB = FXK_CPU_VEC_BYTES;
+
+template <typename E, int VB>
+struct VecT {
+  typedef E type __attribute__((vector_size(VB)));
+};
+
+// Tile geometry for accumulation type A: VL lanes per vector, micro-tiles of MR rows x NR = 2 vectors (12
+// accumulators of the 16 registers of SSE2 / AVX2, 16 of the 32 of AVX-512).
+template <typename A>
+struct Geo {
+  using V = typename VecT<A, kVB>::type;
+  static constexpr int VL = kVB / static_cast<int>(sizeof(A));
+  static constexpr int NR = 2 * VL;
+  static constexpr int MR = kVB >= 64 ? 8 : 6;
+};
+
+template <typename V, typename E>
+FXK_HD_INLINE V vload(const E* p) {
+  V v;
+  std::memcpy(&v, p, sizeof(V));
+  return v;
+}
+template <typename V, typename E>
+FXK_HD_INLINE void vstore(E* p, const V& v) {
+  std::memcpy(p, &v, sizeof(V));
+}
+template <typename V, typename E>
+FXK_HD_INLINE V vsplat(E x) {
+  return V{} + x;
+}
+template <typename A, typename V>
+FXK_HD_INLINE A hsum(const V& v) {
+  A s = A(0);
+  for (int l = 0; l < int(sizeof(V) / sizeof(A)); ++l) s += v[l];
+  return s;
+}
+template <typename A, typename V>
+FXK_HD_INLINE A hmax(const V& v) {
+  A m = v[0];
+  for (int l = 1; l < int(sizeof(V) / sizeof(A)); ++l) m = v[l] > m ? v[l] : m;
+  return m;
+}
+
+// exp of every lane: x = n ln2 + r with n = round(x log2 e) (the 1.5 * 2^mantissa-bits rounding trick) and
+// |r| <= ln2 / 2 split Cody-Waite style, e^r by a polynomial, 2^n built in the exponent bits. fp32: Cephes'
+// degree-7 minimax (~1 ulp), inputs below -88 give 0; fp64: Taylor to degree 13 (~1e-16), inputs clamped to
+// [-708.3, 709] (e^-708 ~ 3e-308 stands in for 0). NaN stays NaN.
+template <typename A>
+struct VExp;
+template <>
+struct VExp<float> {
+  using V = typename VecT<float, kVB>::type;
+  using I = typename VecT<int32_t, kVB>::type;
+  static FXK_HD_INLINE V exp(V x) {
+    const V lo = vsplat<V>(-88.0f), hi = vsplat<V>(88.0f);
+    x = x < lo ? lo : x;
+    x = x > hi ? hi : x;
+    const float magic = 12582912.0f;  // 1.5 * 2^23
+    const V t = x * 1.44269504088896341f + magic;
+    const V n = t - magic;
+    V r = x - n * 0.693359375f;
+    r = r - n * -2.12194440e-4f;
+    V p = vsplat<V>(1.9875691500e-4f);
+    p = p * r + 1.3981999507e-3f;
+    p = p * r + 8.3334519073e-3f;
+    p = p * r + 4.1665795894e-2f;
+    p = p * r + 1.6666665459e-1f;
+    p = p * r + 5.0000001201e-1f;
+    p = p * (r * r) + r + 1.0f;
+    const I e = ((I)t - 0x4B400000 + 127) << 23;
+    return p * (V)e;
+  }
+};
+template <>
+struct VExp<double> {
+  using V = typename VecT<double, kVB>::type;
+  using I = typename VecT<int64_t, kVB>::type;
+  static FXK_HD_INLINE V exp(V x) {
+    const V lo = vsplat<V>(-708.3), hi = vsplat<V>(709.0);
+    x = x < lo ? lo : x;
+    x = x > hi ? hi : x;
+    const double magic = 6755399441055744.0;  // 1.5 * 2^52
+    const V t = x * 1.4426950408889634074 + magic;
+    const V n = t - magic;
+    V r = x - n * 6.93147180369123816490e-01;
+    r = r - n * 1.90821492927058770002e-10;
+    V p = vsplat<V>(1.0 / 6227020800.0);  // 1/13!
+    const double inv_fact[] = {1.0 / 479001600.0, 1.0 / 39916800.0, 1.0 / 3628800.0, 1.0 / 362880.0,
+                               1.0 / 40320.0,     1.0 / 5040.0,     1.0 / 720.0,     1.0 / 120.0,
+                               1.0 / 24.0,        1.0 / 6.0,        0.5,             1.0,
+                               1.0};
+    for (double cf : inv_fact) p = p * r + cf;
+    const I e = ((I)t - int64_t(0x4338000000000000LL) + 1023) << 52;
+    return p * (V)e;
+  }
+};
+
+// ------------------------------------------------------------------------------------------------- GEMM
+// C[M, NR] (+)= sum_k a[r * sam + k * sak] * b[k * ldb + 0 .. NR), M <= MR rows in registers.
+template <typename A, int M, bool kAcc>
+FXK_HD_INLINE void micro(int K, const A* FXK_RESTRICT a, int64_t sam, int64_t sak, const A* FXK_RESTRICT b,
+                         int64_t ldb, A* FXK_RESTRICT c, int64_t ldc) {
+  using V = typename Geo<A>::V;
+  constexpr int VL = Geo<A>::VL;
+  V acc0[M], acc1[M];
+  for (int r = 0; r < M; ++r) {
+    acc0[r] = kAcc ? vload<V>(c + r * ldc) : V{};
+    acc1[r] = kAcc ? vload<V>(c + r * ldc + VL) : V{};
+  }
+  for (int k = 0; k < K; ++k) {
+    const V b0 = vload<V>(b + k * ldb), b1 = vload<V>(b + k * ldb + VL);
+    const A* ak = a + k * sak;
+    for (int r = 0; r < M; ++r) {
+      const A av = ak[r * sam];
+      acc0[r] += av * b0;
+      acc1[r] += av * b1;
+    }
+  }
+  for (int r = 0; r < M; ++r) {
+    vstore(c + r * ldc, acc0[r]);
+    vstore(c + r * ldc + VL, acc1[r]);
+  }
+}
+
+template <typename A, bool kAcc, int R>
+FXK_HD_INLINE void micro_tail(int rows, int K, const A* a, int64_t sam, int64_t sak, const A* b, int64_t ldb, A* c,
+                              int64_t ldc) {
+  if (rows == R) {
+    micro<A, R, kAcc>(K, a, sam, sak, b, ldb, c, ldc);
+  } else if constexpr (R > 1) {
+    micro_tail<A, kAcc, R - 1>(rows, K, a, sam, sak, b, ldb, c, ldc);
+  }
+}
+
+// C[M, npan * NR] (+)= A[M, K] B[K, npan * NR]: A element (r, k) at a[r * sam + k * sak]; B in panels of NR
+// columns, panel p at b + p * pstride with rows ldb apart; C rows ldc apart. Panel-major order: one B panel
+// stays in L1 while the row blocks of A stream past it.
+template <typename A, bool kAcc>
+inline void gemm(int M, int npan, int K, const A* a, int64_t sam, int64_t sak, const A* b, int64_t ldb,
+                 int64_t pstride, A* c, int64_t ldc) {
+  constexpr int MR = Geo<A>::MR, NR = Geo<A>::NR;
+  for (int p = 0; p < npan; ++p) {
+    const A* bp = b + p * pstride;
+    A* cp = c + p * NR;
+    int i = 0;
+    for (; i + MR <= M; i += MR) micro<A, MR, kAcc>(K, a + i * sam, sam, sak, bp, ldb, cp + i * ldc, ldc);
+    if (i < M) micro_tail<A, kAcc, MR - 1>(M - i, K, a + i * sam, sam, sak, bp, ldb, cp + i * ldc, ldc);
+  }
+}
+
+// ----------------------------------------------------------------------------------------------- rows
+// s[x] = s[x] * scale + bias(j0 + x) for x < nv: no bias on the cls column (j < c); grid key g = j - c has
+// bias bt[g / HW] + bhw[g % HW] (the row's t part and its (h, w) sums). Runs of constant t vectorise.
+template <typename A>
+FXK_HD_INLINE void scale_bias_row(A* FXK_RESTRICT s, int64_t j0, int nv, A scale, int c, const A* FXK_RESTRICT bt,
+                                  const A* FXK_RESTRICT bhw, int64_t HW) {
+  int x = 0;
+  if (j0 < c) {
+    s[0] *= scale;
+    x = 1;
+  }
+  while (x < nv) {
+    const int64_t g = j0 + x - c, jt = g / HW, off = g - jt * HW;
+    const int len = static_cast<int>(std::min<int64_t>(HW - off, nv - x));
+    const A base = bt[jt];
+    const A* FXK_RESTRICT bw = bhw + off;
+    A* FXK_RESTRICT sx = s + x;
+    for (int y = 0; y < len; ++y) sx[y] = sx[y] * scale + (bw[y] + base);
+    x += len;
+  }
+}
+
+// The bias gradient of one grid row from its dS over keys j0 .. j0 + nv: dt[t] += sum over the t-run,
+// dhw[h * Wk + w] += dS (the h and w parts are summed out of dhw once per row).
+template <typename A>
+FXK_HD_INLINE void bias_grad_row(const A* FXK_RESTRICT ds, int64_t j0, int nv, int c, A* FXK_RESTRICT dt,
+                                 A* FXK_RESTRICT dhw, int64_t HW) {
+  int x = (j0 < c) ? 1 : 0;
+  while (x < nv) {
+    const int64_t g = j0 + x - c, jt = g / HW, off = g - jt * HW;
+    const int len = static_cast<int>(std::min<int64_t>(HW - off, nv - x));
+    const A* FXK_RESTRICT dx = ds + x;
+    A* FXK_RESTRICT dw = dhw + off;
+    A sum = A(0);
+    for (int y = 0; y < len; ++y) {
+      dw[y] += dx[y];
+      sum += dx[y];
+    }
+    dt[jt] += sum;
+    x += len;
+  }
+}
+
+// max over s[0 .. n), n a multiple of VL.
+template <typename A>
+FXK_HD_INLINE A row_max(const A* s, int n) {
+  using V = typename Geo<A>::V;
+  constexpr int VL = Geo<A>::VL;
+  V m = vsplat<V>(-std::numeric_limits<A>::infinity());
+  for (int x = 0; x < n; x += VL) {
+    const V v = vload<V>(s + x);
+    m = v > m ? v : m;
+  }
+  return hmax<A>(m);
+}
+
+// s[x] = exp(s[x] - shift) for x < n (a multiple of VL); returns the sum.
+template <typename A>
+FXK_HD_INLINE A exp_row(A* s, int n, A shift) {
+  using V = typename Geo<A>::V;
+  constexpr int VL = Geo<A>::VL;
+  V acc = V{};
+  for (int x = 0; x < n; x += VL) {
+    const V e = VExp<A>::exp(vload<V>(s + x) - shift);
+    vstore(s + x, e);
+    acc += e;
+  }
+  return hsum<A>(acc);
+}
+
+// ds[x] = p[x] * (ds[x] - delta) for x < n (a multiple of VL); ds holds dP on entry.
+template <typename A>
+FXK_HD_INLINE void softmax_grad_row(const A* FXK_RESTRICT p, A* FXK_RESTRICT ds, int n, A delta) {
+  using V = typename Geo<A>::V;
+  constexpr int VL = Geo<A>::VL;
+  for (int x = 0; x < n; x += VL) vstore(ds + x, vload<V>(p + x) * (vload<V>(ds + x) - delta));
+}
+
+}  // namespace
+}  // namespace attn
+}  // namespace fxk
+
+#pragma GCC diagnostic pop
