@@ -192,3 +192,23 @@ def test_launchers_bad_input():
         attention_pool_bwd_triton(y[:, :, :3], x, w, nw, nb, stats, (1, 2, 2), (2, 3, 3), True, 1e-6)
     with pytest.raises(ValueError, match="stats must be"):
         attention_pool_bwd_triton(y, x, w, nw, nb, stats.half(), (1, 2, 2), (2, 3, 3), True, 1e-6)
+
+
+def test_opcheck():
+    """The registered kit op on the Triton backend: schema, fakes, autograd registration (torch.compile's path)."""
+    op = torch.ops.fxkernels.attention_pool.default
+    for norm in (True, False):
+        inp = make(1, 2, (1, 2, 3), 8, (1, 3, 3), True, norm, torch.float32)
+        t = {k: v.detach().requires_grad_(True) for k, v in inp.items()}
+        args = (
+            t["x"],
+            t["weight"],
+            t.get("norm_weight"),
+            t.get("norm_bias"),
+            [1, 2, 2],
+            [1, 2, 3],
+            True,
+            1e-6,
+            "triton",
+        )
+        torch.library.opcheck(op, args)

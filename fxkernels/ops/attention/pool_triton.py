@@ -71,9 +71,10 @@ _CONSTEXPR_KEYS = ("BLOCK_P", "BLOCK_D", "NORM", "ACC")
 _FLOAT_ARGS = ("eps_hi", "eps_lo")
 
 
-def _spec(fn, dtype, m, acc_ptrs=(), tag=""):
+def _spec(fn, dtype, m, acc_ptrs=(), ptr_dtypes=None):
     constexprs = {k: v for k, v in m.items() if k in _CONSTEXPR_KEYS}
-    cfg = f"BP{m['BLOCK_P']}-BD{m['BLOCK_D']}" + (f"-norm{int(m['NORM'])}" if "NORM" in m else "") + tag
+    cfg = f"BP{m['BLOCK_P']}-BD{m['BLOCK_D']}" + (f"-norm{int(m['NORM'])}" if "NORM" in m else "")
+    cfg += "".join(f"-{k.removesuffix('_ptr')}:{v}" for k, v in (ptr_dtypes or {}).items())
     acc_sig = TORCH_TO_SIG[acc_torch_dtype(dtype)]
     s = make_spec(
         fn,
@@ -83,7 +84,7 @@ def _spec(fn, dtype, m, acc_ptrs=(), tag=""):
         m["num_stages"],
         dtype=TORCH_TO_SIG[dtype],
         config=cfg + f"-w{m['num_warps']}",
-        ptr_overrides={name: acc_sig for name in acc_ptrs},
+        ptr_overrides={**{name: acc_sig for name in acc_ptrs}, **(ptr_dtypes or {})},
     )
     for name in _FLOAT_ARGS:
         if name in s.signature:
@@ -101,17 +102,11 @@ def pool_specs() -> list:
                 specs.append(_spec(_attention_pool_fwd_kernel, dtype, m, ("stats_ptr",)))
                 acc = ("stats_ptr", "dz_ptr", "dwp_ptr", "dnwp_ptr", "dnbp_ptr")
                 specs.append(_spec(_attention_pool_bwd_out_kernel, dtype, m, acc))
-                # dz: the fp32 / fp64 scratch after a norm, else dy itself
-                tag = "-dz-acc" if norm else "-dz-dy"
-                specs.append(
-                    _spec(
-                        _attention_pool_bwd_in_kernel,
-                        dtype,
-                        _meta(dtype, bd),
-                        ("dz_ptr",) if norm else (),
-                        tag,
-                    )
-                )
+            # dz: the fp32 / fp64 scratch after a norm, else dy itself (one variant for fp32 / fp64)
+            dz_ptrs = {TORCH_TO_SIG[dtype], TORCH_TO_SIG[acc_torch_dtype(dtype)]}
+            for sig in sorted(dz_ptrs):
+                m = _meta(dtype, bd)
+                specs.append(_spec(_attention_pool_bwd_in_kernel, dtype, m, ptr_dtypes={"dz_ptr": sig}))
     return specs
 
 
@@ -301,8 +296,7 @@ def attention_pool_bwd_triton(dy, x, weight, norm_weight, norm_bias, stats, stri
     dw = dwp.sum(0).t().reshape(weight.shape).to(weight.dtype)
     if not norm:
         return dx, dw, None, None
-    dn = dnp.sum(1).to(x.dtype)
-    return dx, dw, dn[0], dn[1]
+    return dx, dw, dnp[0].sum(0).to(x.dtype), dnp[1].sum(0).to(x.dtype)  # (two tensors: no aliasing outputs)
 
 
 # ==================================================================================================
