@@ -269,3 +269,18 @@ def test_launchers_bad_input():
     kw = torch.randn(1, 2, MAX_R, 32, device=DEVICE)
     with pytest.raises(ValueError, match=f"> {MAX_R}"):
         fwd(q, kw, kw, torch.randn(1, 2, 9, MAX_R + 2, device=DEVICE), 0.1, list(wide), False, False, False)
+
+
+def test_opcheck():
+    """The registered kit op on the Triton backend: schema, fakes, autograd registration (torch.compile's path)."""
+    inp = make(1, 2, (1, 2, 3), (1, 2, 2), 32, True, torch.float32)
+    rel = torch.randn(1, 2, 6, 5, device=DEVICE)
+    args = [inp["q"], inp["k"], inp["v"], rel]
+    args = [t.detach().requires_grad_(True) for t in args]
+    torch.library.opcheck(
+        torch.ops.fxkernels.attention.default, (*args, 0.2, [1, 2, 2], True, True, False, "triton")
+    )
+    plain = [t.detach().requires_grad_(True) for t in args[:3]]
+    torch.library.opcheck(
+        torch.ops.fxkernels.attention.default, (*plain, None, 0.2, [1, 1, 4], True, False, False, "triton")
+    )

@@ -5,7 +5,9 @@ Launchers (the kit op's backend contract):
     attention_fwd_triton(q, k, v, rel, scale, thw_k, has_cls, add_q, add_q_cls) -> (O, lse)        triton_fwd.py
     attention_bwd_triton(dO, q, k, v, rel, O, lse, scale, thw_k, has_cls, add_q, add_q_cls, need_rel)
         -> (dq, dk, dv, drel or None)                                                              triton_bwd.py
-    attention_pool_fwd_triton / attention_pool_bwd_triton                                         pool_triton.py
+    attention_pool_fwd_triton(x, weight, norm_weight, norm_bias, stride, thw, has_cls, eps) -> (y, stats)
+    attention_pool_bwd_triton(dy, x, weight, norm_weight, norm_bias, stats, stride, thw, has_cls, eps)
+        -> (dx, dw, dnw, dnb)                                              pool_triton.py (kernels there)
 
 Kernels (one 1-D grid each; the programs of one (b, h) are adjacent so its k, v or q, dO stay in L2):
 
@@ -40,6 +42,12 @@ import torch
 
 from fxkernels._triton_utils import DTYPE_VARIANTS, KernelSpec, acc_torch_dtype
 
+from .pool_triton import (
+    attention_pool_bwd_triton,
+    attention_pool_fwd_triton,
+    pool_launch_samples,
+    pool_specs,
+)
 from .triton_bwd import _attention_bwd_col_kernel, _attention_bwd_row_kernel, attention_bwd_triton
 from .triton_common import BD_CLASSES, BR_CLASSES, MAX_HD, MAX_R, meta, spec
 from .triton_fwd import _attention_fwd_kernel, attention_fwd_triton
@@ -63,7 +71,7 @@ def attention_specs() -> list[KernelSpec]:
 
 def aot_specs() -> list[KernelSpec]:
     """Every (kernel, signature, constexprs, num_warps, num_stages) the launchers can use."""
-    return attention_specs()
+    return attention_specs() + pool_specs()
 
 
 def _attention_samples(dtype: torch.dtype) -> None:
@@ -100,6 +108,7 @@ def aot_launch_samples() -> None:
             else:  # pragma: no cover - older torch
                 m.allow_tf32 = prec == "tf32"
             _attention_samples(dtype)
+            pool_launch_samples(dtype)
     finally:
         if has_new:
             m.fp32_precision = saved
@@ -114,4 +123,6 @@ __all__ = [
     "aot_specs",
     "attention_bwd_triton",
     "attention_fwd_triton",
+    "attention_pool_bwd_triton",
+    "attention_pool_fwd_triton",
 ]
