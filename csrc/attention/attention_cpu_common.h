@@ -17,9 +17,8 @@ namespace fxk {
 namespace attn {
 namespace {
 
-// Query rows per block (both passes) and keys per tile: BN is a multiple of every NR (8 .. 32).
+// Query rows per block of both passes (kBN, the keys per tile, is in attention_cpu_math.h).
 constexpr int kBM = 48;
-constexpr int kBN = 64;
 
 inline int64_t ceil_div64(int64_t a, int64_t b) { return (a + b - 1) / b; }
 
