@@ -11,6 +11,7 @@
 #include <cmath>
 #include <cstring>
 #include <limits>
+#include <type_traits>
 #include <vector>
 
 #include "attention/attention_cpu_common.h"
@@ -23,6 +24,10 @@ namespace {
 // stage 1 has one), bounded by the memory of the partial dk, dv buffers.
 constexpr int64_t kBwdTasks = 32;
 constexpr int64_t kMaxPartialBytes = int64_t(64) << 20;
+// Query blocks that go through each key tile together: the tile's K / V copies and its rows of the partial dk, dv
+// stay in cache for kGroup blocks (with Lk = 1569 the per-head copies and partials are 3 MB, past L2).
+constexpr int kGroup = 4;
+constexpr int kRows = kGroup * kBM;
 
 struct Chunks {
   int64_t nqb = 0, per = 0, n = 0;  // query blocks per head, blocks per chunk, chunks per head
@@ -45,25 +50,26 @@ struct BwdScratch {
   std::vector<A> qb, dob, dq, s, ds, delta, lse, bt, bhw, dt, dhw;
   BwdScratch(const Problem& pb, int64_t Dp) {
     const int64_t HW = int64_t(pb.Hk) * pb.Wk;
-    qb.resize(kBM * Dp);
-    dob.resize(kBM * Dp);
-    dq.resize(kBM * Dp);
+    qb.resize(kRows * Dp);
+    dob.resize(kRows * Dp);
+    dq.resize(kRows * Dp);
     s.resize(kBM * kBN);
     ds.resize(kBM * kBN);
-    delta.resize(kBM);
-    lse.resize(kBM);
+    delta.resize(kRows);
+    lse.resize(kRows);
     if (pb.rel.defined()) {
-      bt.resize(kBM * pb.Tk);
-      bhw.resize(kBM * HW);
+      bt.resize(kRows * pb.Tk);
+      bhw.resize(kRows * HW);
     }
     if (pb.need_rel) {
-      dt.resize(kBM * pb.Tk);
-      dhw.resize(kBM * HW);
+      dt.resize(kRows * pb.Tk);
+      dhw.resize(kRows * HW);
     }
   }
 };
 
-// Query rows i0 .. i0 + n of head bh: their dq and drel rows, and their terms of the chunk's partials dkp, dvp.
+// Query rows i0 .. i0 + n (n <= kRows) of head bh: their dq and drel rows, and their terms of the chunk's partials
+// dkp, dvp. Key tiles outer, the row blocks of kBM inner.
 template <typename T, typename A>
 void bwd_block(const Problem& pb, const Packs<A>& pk, int64_t bh, int64_t i0, int n, BwdScratch<A>& ws, A* dkp,
                A* dvp, const Grads& g) {
@@ -106,31 +112,38 @@ void bwd_block(const Problem& pb, const Packs<A>& pk, int64_t bh, int64_t i0, in
   for (int64_t j0 = 0; j0 < Lk; j0 += kBN) {
     const int nv = static_cast<int>(std::min<int64_t>(kBN, Lk - j0));
     const int np = (nv + NR - 1) / NR, w = np * NR;
-    // S, dP: [n, w] = [n, Dp] @ [Dp, w]
-    gemm<A, false>(n, np, static_cast<int>(Dp), qb, Dp, 1, kt + (j0 / NR) * Dp * NR, NR, Dp * NR, s, kBN);
-    gemm<A, false>(n, np, static_cast<int>(Dp), dob, Dp, 1, vt + (j0 / NR) * Dp * NR, NR, Dp * NR, ds, kBN);
-    for (int r = 0; r < n; ++r) {
-      A* sr = s + r * kBN;
-      A* dsr = ds + r * kBN;
-      const bool grid_row = i0 + r >= c;
-      if (bias && grid_row) {
-        scale_bias_row(sr, j0, nv, scale, c, ws.bt.data() + r * Tk, ws.bhw.data() + r * HW, HW);
-      } else {
-        for (int x = 0; x < nv; ++x) sr[x] *= scale;
+    const TileRuns tr(bias, j0, nv, c, HW);
+    for (int r0 = 0; r0 < n; r0 += kBM) {  // the blocks of kBM rows
+      const int m = std::min(kBM, n - r0);
+      const A* qm = qb + r0 * Dp;
+      const A* dom = dob + r0 * Dp;
+      // S, dP: [m, w] = [m, Dp] @ [Dp, w]
+      gemm<A, false>(m, np, static_cast<int>(Dp), qm, Dp, 1, kt + (j0 / NR) * Dp * NR, NR, Dp * NR, s, kBN);
+      gemm<A, false>(m, np, static_cast<int>(Dp), dom, Dp, 1, vt + (j0 / NR) * Dp * NR, NR, Dp * NR, ds, kBN);
+      for (int rr = 0; rr < m; ++rr) {
+        const int r = r0 + rr;
+        A* sr = s + rr * kBN;
+        A* dsr = ds + rr * kBN;
+        const bool grid_row = i0 + r >= c;
+        if (bias && grid_row) {
+          scale_bias_row(sr, tr, scale, ws.bt.data() + r * Tk, ws.bhw.data() + r * HW);
+        } else {
+          for (int x = 0; x < nv; ++x) sr[x] *= scale;
+        }
+        for (int x = nv; x < w; ++x) sr[x] = -inf;
+        exp_row(sr, w, ws.lse[r]);  // P
+        softmax_grad_row(sr, dsr, w, ws.delta[r]);
+        if (pb.need_rel && grid_row) bias_grad_row(dsr, tr, ws.dt.data() + r * Tk, ws.dhw.data() + r * HW);
       }
-      for (int x = nv; x < w; ++x) sr[x] = -inf;
-      exp_row(sr, w, ws.lse[r]);  // P
-      softmax_grad_row(sr, dsr, w, ws.delta[r]);
-      if (pb.need_rel && grid_row) bias_grad_row(dsr, j0, nv, c, ws.dt.data() + r * Tk, ws.dhw.data() + r * HW, HW);
+      // dq: [m, Dp] (+)= [m, nv] @ [nv, Dp]
+      if (j0 == 0)
+        gemm<A, false>(m, pd, nv, ds, kBN, 1, kr + j0 * Dp, Dp, NR, dq + r0 * Dp, Dp);
+      else
+        gemm<A, true>(m, pd, nv, ds, kBN, 1, kr + j0 * Dp, Dp, NR, dq + r0 * Dp, Dp);
+      // dk, dv partials: [nv, Dp] += [nv, m] @ [m, Dp] (dS^T and P^T read from the row-major tiles)
+      gemm<A, true>(nv, pd, m, ds, 1, kBN, qm, Dp, NR, dkp + j0 * Dp, Dp);
+      gemm<A, true>(nv, pd, m, s, 1, kBN, dom, Dp, NR, dvp + j0 * Dp, Dp);
     }
-    // dq: [n, Dp] (+)= [n, nv] @ [nv, Dp]
-    if (j0 == 0)
-      gemm<A, false>(n, pd, nv, ds, kBN, 1, kr + j0 * Dp, Dp, NR, dq, Dp);
-    else
-      gemm<A, true>(n, pd, nv, ds, kBN, 1, kr + j0 * Dp, Dp, NR, dq, Dp);
-    // dk, dv partials: [nv, Dp] += [nv, n] @ [n, Dp] (dS^T and P^T read from the row-major tiles)
-    gemm<A, true>(nv, pd, n, ds, 1, kBN, qb, Dp, NR, dkp + j0 * Dp, Dp);
-    gemm<A, true>(nv, pd, n, s, 1, kBN, dob, Dp, NR, dvp + j0 * Dp, Dp);
   }
   for (int r = 0; r < n; ++r) {
     const int64_t i = i0 + r;
@@ -176,10 +189,9 @@ void bwd_impl(const Problem& pb, const Grads& g) {
         A* dkp = pp + t * set;
         A* dvp = dkp + Lk * Dp;
         std::memset(dkp, 0, sizeof(A) * set);
-        const int64_t qb_end = std::min(ch.nqb, (k + 1) * ch.per);
-        for (int64_t qbk = k * ch.per; qbk < qb_end; ++qbk) {
-          const int64_t i0 = qbk * kBM;
-          const int n = static_cast<int>(std::min<int64_t>(kBM, pb.Lq - i0));
+        const int64_t i_end = std::min(pb.Lq, (k + 1) * ch.per * kBM);
+        for (int64_t i0 = k * ch.per * kBM; i0 < i_end; i0 += kRows) {
+          const int n = static_cast<int>(std::min<int64_t>(kRows, i_end - i0));
           bwd_block<T, A>(pb, pk, bh, i0, n, ws, dkp, dvp, g);
         }
       });

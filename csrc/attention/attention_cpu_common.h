@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <atomic>
 #include <cstdint>
+#include <type_traits>
 #include <vector>
 
 #include <ATen/ATen.h>
@@ -17,9 +18,8 @@ namespace fxk {
 namespace attn {
 namespace {
 
-// Query rows per block (both passes) and keys per tile: BN is a multiple of every NR (8 .. 32).
+// Query rows per block of both passes (kBN, the keys per tile, is in attention_cpu_math.h).
 constexpr int kBM = 48;
-constexpr int kBN = 64;
 
 inline int64_t ceil_div64(int64_t a, int64_t b) { return (a + b - 1) / b; }
 

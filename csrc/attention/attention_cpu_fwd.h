@@ -53,12 +53,13 @@ void fwd_block(const Problem& pb, const Packs<A>& pk, int64_t bh, int64_t i0, in
     const int nv = static_cast<int>(std::min<int64_t>(kBN, Lk - j0));
     const int np = (nv + NR - 1) / NR, w = np * NR;
     const bool first = j0 == 0;
+    const TileRuns tr(bias, j0, nv, c, HW);
     // [n, w] = [n, Dp] @ [Dp, w]
     gemm<A, false>(n, np, static_cast<int>(Dp), qb, Dp, 1, kt + (j0 / NR) * Dp * NR, NR, Dp * NR, s, kBN);
     for (int r = 0; r < n; ++r) {
       A* sr = s + r * kBN;
       if (bias && i0 + r >= c) {
-        scale_bias_row(sr, j0, nv, scale, c, ws.bt.data() + r * Tk, ws.bhw.data() + r * HW, HW);
+        scale_bias_row(sr, tr, scale, ws.bt.data() + r * Tk, ws.bhw.data() + r * HW);
       } else {
         for (int x = 0; x < nv; ++x) sr[x] *= scale;
       }

@@ -4,6 +4,7 @@
 // attention_cpu_kernels.h).
 #pragma once
 
+#include <algorithm>
 #include <cmath>
 #include <cstdint>
 #include <cstring>
@@ -27,6 +28,8 @@ namespace attn {
 namespace {
 
 constexpr int kVB = FXK_CPU_VEC_BYTES;
+// Keys per tile of both passes: a multiple of every NR (8 .. 32).
+constexpr int kBN = 64;
 
 template <typename E, int VB>
 struct VecT {
@@ -43,15 +46,19 @@ struct Geo {
   static constexpr int MR = kVB >= 64 ? 8 : 6;
 };
 
+// Unaligned vector access: a copy of the vector type with the element's alignment, allowed to alias it (plain
+// vmovups in and out of registers; a memcpy through a local made GCC bounce the GEMM accumulators via the stack).
+template <typename V, typename E>
+struct Unaligned {
+  typedef E type __attribute__((vector_size(sizeof(V)), aligned(sizeof(E)), __may_alias__));
+};
 template <typename V, typename E>
 FXK_HD_INLINE V vload(const E* p) {
-  V v;
-  std::memcpy(&v, p, sizeof(V));
-  return v;
+  return *reinterpret_cast<const typename Unaligned<V, E>::type*>(p);
 }
 template <typename V, typename E>
 FXK_HD_INLINE void vstore(E* p, const V& v) {
-  std::memcpy(p, &v, sizeof(V));
+  *reinterpret_cast<typename Unaligned<V, E>::type*>(p) = v;
 }
 template <typename V, typename E>
 FXK_HD_INLINE V vsplat(E x) {
@@ -178,45 +185,73 @@ inline void gemm(int M, int npan, int K, const A* a, int64_t sam, int64_t sak, c
 }
 
 // ----------------------------------------------------------------------------------------------- rows
-// s[x] = s[x] * scale + bias(j0 + x) for x < nv: no bias on the cls column (j < c); grid key g = j - c has
-// bias bt[g / HW] + bhw[g % HW] (the row's t part and its (h, w) sums). Runs of constant t vectorise.
-template <typename A>
-FXK_HD_INLINE void scale_bias_row(A* FXK_RESTRICT s, int64_t j0, int nv, A scale, int c, const A* FXK_RESTRICT bt,
-                                  const A* FXK_RESTRICT bhw, int64_t HW) {
-  int x = 0;
-  if (j0 < c) {
-    s[0] *= scale;
-    x = 1;
+// The grid keys of a tile in runs of constant t: keys x .. x + len of the tile are grid tokens g = j0 + x - c with
+// t = jt and (h, w) positions off .. off + len of the HW plane. The same for every row of a block.
+struct Run {
+  int x, len, jt, off;
+};
+struct TileRuns {
+  int n = 0;
+  bool cls = false;   // key 0 of the tile is the cls column (no bias)
+  Run run[kBN + 1];  // at most one run per key
+  TileRuns(bool bias, int64_t j0, int nv, int c, int64_t HW) {
+    if (!bias) return;
+    int x = 0;
+    if (j0 < c) {
+      cls = true;
+      x = 1;
+    }
+    while (x < nv) {
+      const int64_t g = j0 + x - c, jt = g / HW, off = g - jt * HW;
+      const int len = static_cast<int>(std::min<int64_t>(HW - off, nv - x));
+      run[n++] = Run{x, len, static_cast<int>(jt), static_cast<int>(off)};
+      x += len;
+    }
   }
-  while (x < nv) {
-    const int64_t g = j0 + x - c, jt = g / HW, off = g - jt * HW;
-    const int len = static_cast<int>(std::min<int64_t>(HW - off, nv - x));
-    const A base = bt[jt];
-    const A* FXK_RESTRICT bw = bhw + off;
-    A* FXK_RESTRICT sx = s + x;
-    for (int y = 0; y < len; ++y) sx[y] = sx[y] * scale + (bw[y] + base);
-    x += len;
+};
+
+// s[x] = s[x] * scale + bias(x) over the tile's keys: bt[jt] + bhw[h * Wk + w] on grid keys, none on the cls key.
+template <typename A>
+FXK_HD_INLINE void scale_bias_row(A* FXK_RESTRICT s, const TileRuns& tr, A scale, const A* FXK_RESTRICT bt,
+                                  const A* FXK_RESTRICT bhw) {
+  using V = typename Geo<A>::V;
+  constexpr int VL = Geo<A>::VL;
+  if (tr.cls) s[0] *= scale;
+  for (int k = 0; k < tr.n; ++k) {
+    const Run& ru = tr.run[k];
+    const A base = bt[ru.jt];
+    const A* FXK_RESTRICT bw = bhw + ru.off;
+    A* FXK_RESTRICT sx = s + ru.x;
+    int y = 0;
+    for (; y + VL <= ru.len; y += VL) vstore(sx + y, vload<V>(sx + y) * scale + (vload<V>(bw + y) + base));
+    for (; y < ru.len; ++y) sx[y] = sx[y] * scale + (bw[y] + base);
   }
 }
 
-// The bias gradient of one grid row from its dS over keys j0 .. j0 + nv: dt[t] += sum over the t-run,
+// The bias gradient of one grid row from its dS over the tile's keys: dt[t] += sum over the t-run,
 // dhw[h * Wk + w] += dS (the h and w parts are summed out of dhw once per row).
 template <typename A>
-FXK_HD_INLINE void bias_grad_row(const A* FXK_RESTRICT ds, int64_t j0, int nv, int c, A* FXK_RESTRICT dt,
-                                 A* FXK_RESTRICT dhw, int64_t HW) {
-  int x = (j0 < c) ? 1 : 0;
-  while (x < nv) {
-    const int64_t g = j0 + x - c, jt = g / HW, off = g - jt * HW;
-    const int len = static_cast<int>(std::min<int64_t>(HW - off, nv - x));
-    const A* FXK_RESTRICT dx = ds + x;
-    A* FXK_RESTRICT dw = dhw + off;
-    A sum = A(0);
-    for (int y = 0; y < len; ++y) {
+FXK_HD_INLINE void bias_grad_row(const A* FXK_RESTRICT ds, const TileRuns& tr, A* FXK_RESTRICT dt,
+                                 A* FXK_RESTRICT dhw) {
+  using V = typename Geo<A>::V;
+  constexpr int VL = Geo<A>::VL;
+  for (int k = 0; k < tr.n; ++k) {
+    const Run& ru = tr.run[k];
+    const A* FXK_RESTRICT dx = ds + ru.x;
+    A* FXK_RESTRICT dw = dhw + ru.off;
+    V acc = V{};
+    int y = 0;
+    for (; y + VL <= ru.len; y += VL) {
+      const V d = vload<V>(dx + y);
+      vstore(dw + y, vload<V>(dw + y) + d);
+      acc += d;
+    }
+    A sum = hsum<A>(acc);
+    for (; y < ru.len; ++y) {
       dw[y] += dx[y];
       sum += dx[y];
     }
-    dt[jt] += sum;
-    x += len;
+    dt[ru.jt] += sum;
   }
 }
 

@@ -50,8 +50,7 @@ Problem prepare_common(const char* op, const at::Tensor& q, const at::Tensor& k,
   const int c = has_cls ? 1 : 0;
   TORCH_CHECK(!has_cls || (Lq >= 1 || B * nh == 0), op, ": has_cls needs a cls row in q, got q of shape ",
               shape_str(q.sizes()));
-  TORCH_CHECK(Lk >= 1 + c || B * nh * Lq == 0, op, ": k must have at least ", 1 + c,
-              has_cls ? " tokens (the cls token and a grid token)" : " token", ", got k of shape ",
+  TORCH_CHECK(Lk >= 1 || B * nh * Lq == 0, op, ": k must have at least one token, got k of shape ",
               shape_str(k.sizes()));
   TORCH_CHECK(thw_k.size() == 3, op, ": thw_k must be 3 ints (Tk, Hk, Wk), got ", thw_k.size(), " values");
 

@@ -151,15 +151,21 @@ def test_noncontiguous(noncontig_last):
     check_op(fn, ref, inputs)
 
 
-@pytest.mark.parametrize("has_cls", [pytest.param(False, id="nocls"), pytest.param(True, id="cls")])
-def test_plain_attention(has_cls):
+@pytest.mark.parametrize(
+    "has_cls,Lq,Lk",
+    [
+        pytest.param(False, 53, 70, id="nocls"),
+        pytest.param(True, 54, 71, id="cls"),
+        pytest.param(True, 6, 1, id="cls-key-only"),
+    ],
+)
+def test_plain_attention(has_cls, Lq, Lk):
     # no tables: rel = None in the kernels
-    c = int(has_cls)
     kw = dict(has_cls=has_cls, add_q=True)
     inputs = {
-        "q": torch.randn(2, 3, c + 53, 64, dtype=torch.float64),
-        "k": torch.randn(2, 3, c + 70, 64, dtype=torch.float64),
-        "v": torch.randn(2, 3, c + 70, 64, dtype=torch.float64),
+        "q": torch.randn(2, 3, Lq, 64, dtype=torch.float64),
+        "k": torch.randn(2, 3, Lk, 64, dtype=torch.float64),
+        "v": torch.randn(2, 3, Lk, 64, dtype=torch.float64),
     }
     check_op(lambda **t: attention(**t, **kw, backend="cpu"), lambda **t: attention_ref(**t, **kw), inputs)
 
