@@ -56,10 +56,10 @@ struct Tiling {
   }
 };
 
-// Columns per tile: 16 fp32 / 8 fp64 rows of the grid.
+// Columns per tile: 16 fp32 / 8 fp64 at hd = 96, fewer for wider rows (the staged rows stay within L2).
 template <typename A>
-constexpr int tile_w() {
-  return static_cast<int>(64 / sizeof(A));
+int tile_w(int64_t hd) {
+  return static_cast<int>(std::max<int64_t>(4, std::min<int64_t>(64 / sizeof(A), 6144 / (hd * sizeof(A)))));
 }
 
 // pair[u]: coordinates u and u + 1 of an axis have the same taps (count and offsets d) in table a.
@@ -218,7 +218,7 @@ void fwd_typed(const Problem& pb, const at::Tensor& y, const at::Tensor& stats) 
   const A* nb = pb.norm ? pb.nb.data_ptr<A>() : nullptr;
   T* yp = y.data_ptr<T>();
   A* sp = pb.norm ? stats.data_ptr<A>() : nullptr;
-  const Tiling tl(pb.To, pb.Ho, pb.Wo, tile_w<A>());
+  const Tiling tl(pb.To, pb.Ho, pb.Wo, tile_w<A>(hd));
   const std::vector<char> pair = pairable(pb.fwd[2]);
   at::parallel_for(0, pb.B * pb.nh * tl.per_plane, 1, [&](int64_t u0, int64_t u1) {
     Stage<A> sg(pb);
@@ -349,7 +349,7 @@ void bwd_typed(const Problem& pb, const at::Tensor& dy, const at::Tensor& stats,
   // phase 1: dz rows (B*nh*Lo, hd) and the per-task partial sums [dw (taps, hd) | dnw (hd) | dnb (hd)]
   at::Tensor dzt = at::empty({pb.rows(), hd}, acc_opts);
   A* dzp = dzt.data_ptr<A>();
-  const Tiling out(pb.To, pb.Ho, pb.Wo, tile_w<A>());
+  const Tiling out(pb.To, pb.Ho, pb.Wo, tile_w<A>(hd));
   const int64_t units = pb.B * pb.nh * out.per_plane, per_task = units_per_task(units);
   const int64_t ntask = (units + per_task - 1) / per_task;
   const int64_t P = taps * hd + (pb.norm ? 2 * hd : 0);
@@ -381,7 +381,7 @@ void bwd_typed(const Problem& pb, const at::Tensor& dy, const at::Tensor& stats,
   // phase 2: dx rows, each from the dz rows whose taps read it
   T* dxp = g.dx.data_ptr<T>();
   const int64_t L = pb.L;
-  const Tiling in(pb.T, pb.H, pb.W, tile_w<A>());
+  const Tiling in(pb.T, pb.H, pb.W, tile_w<A>(hd));
   const std::vector<char> pair = pairable(pb.bwd[2]);
   // equal taps along w: the outputs of w + 1 are those of w shifted by one (stride 1; else there are none)
   const int64_t step = pb.sw == 1 ? hd : 0;
