@@ -27,16 +27,16 @@ struct AxisTaps {
 AxisTaps axis_taps_fwd(int n, int no, int k, int s);
 AxisTaps axis_taps_bwd(int n, int no, int k, int s);
 
-// A validated problem. Tensors in the accumulation dtype A (fp32; fp64 for fp64), hd axis contiguous:
-//   xa   x, or its conversion to A (fp16 / bf16) or a copy with a contiguous hd axis; strides sxb, sxh, sxl
-//   wt   (kt*kh*kw, hd) contiguous: wt[tap, :] = weight[:, 0, dt, dh, dw], tap = (dt*kh + dh)*kw + dw
-//   nw, nb  (hd,) contiguous, or undefined without norm
+// A validated problem. x as given (any strides sxb, sxh, sxl, sxd); in the accumulation dtype A (fp32; fp64 for
+// fp64), contiguous:
+//   wt   (kt*kh*kw, hd): wt[tap, :] = weight[:, 0, dt, dh, dw], tap = (dt*kh + dh)*kw + dw
+//   nw, nb  (hd,), or undefined without norm
 struct Problem {
-  at::Tensor x, xa, wt, nw, nb;
+  at::Tensor x, wt, nw, nb;
   int64_t B = 0, nh = 0, L = 0, hd = 0, Lo = 0;
   int c = 0;
-  int T = 1, H = 1, W = 1, To = 1, Ho = 1, Wo = 1, kt = 1, kh = 1, kw = 1;
-  int64_t sxb = 0, sxh = 0, sxl = 0;
+  int T = 1, H = 1, W = 1, To = 1, Ho = 1, Wo = 1, kt = 1, kh = 1, kw = 1, st = 1, sh = 1, sw = 1;
+  int64_t sxb = 0, sxh = 0, sxl = 0, sxd = 1;
   double eps = 1e-6;
   bool norm = false;
   AxisTaps fwd[3], bwd[3];  // t, h, w
@@ -62,7 +62,7 @@ struct Grads {
 // CPU kernels of one ISA variant (pool_cpu_kernels.h; the baseline is compiled by pool_cpu.cpp, the AVX2+FMA
 // one by pool_cpu_avx2.cpp). They take validated problems with at least one output element.
 //   fwd: y (B, nh, Lo, hd) contiguous in x's dtype; stats (B, nh, Lo, 2) contiguous in A (unused without norm)
-//   bwd: dy with a contiguous hd axis, stats contiguous (with a norm)
+//   bwd: dy (any strides), stats contiguous (with a norm)
 struct CpuKernels {
   void (*fwd)(const Problem& pb, const at::Tensor& y, const at::Tensor& stats);
   void (*bwd)(const Problem& pb, const at::Tensor& dy, const at::Tensor& stats, const Grads& g);

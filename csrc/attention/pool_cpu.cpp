@@ -57,8 +57,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> attention_pool_bwd_cp
     g.dnb = at::empty({pb.hd}, acc);
   }
   if (pb.rows() * pb.hd > 0) {
-    const at::Tensor dyc = (pb.hd > 1 && dy.stride(3) != 1) ? dy.contiguous() : dy;
-    kernels().bwd(pb, dyc, pb.norm ? stats.contiguous() : stats, g);
+    kernels().bwd(pb, dy, pb.norm ? stats.contiguous() : stats, g);
   } else {  // nothing flows back: zero parameter gradients (dx is empty)
     g.dwt.zero_();
     if (pb.norm) {

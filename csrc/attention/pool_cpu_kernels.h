@@ -2,32 +2,32 @@
 // (pool_cpu.cpp: baseline, pool_cpu_avx2.cpp: AVX2+FMA, which defines FXK_APOOL_FMA); everything here has
 // internal linkage, so the variants never mix.
 //
-// x is read in its token layout: a row (one token of one head) is a contiguous hd vector, so a depthwise tap is
-// an elementwise product of two hd vectors (weight row, x row), vectorised over hd with the sum over the taps
-// kept in registers (tap_sum).
+// x is read in its token layout: a row (one token of one head) is an hd vector, so a depthwise tap is an
+// elementwise product of two hd vectors (weight row, x row), vectorised over hd with the sum over the taps in
+// registers (pool_cpu_math.h). Work unit: a tile of output positions (kTB t x one h x kWB w) of one (b, h) plane.
+// A tile first stages the x rows its taps read (converted to A, a few hundred KB at most) into a compact buffer:
+// in the qkv layout an x row is 1/3 of its memory span, and reading the taps straight from x ran 2x slower (the
+// prefetchers pull the q / v rows in between, which crowds L2); each x row is staged by about kh tiles.
 //   forward   per output row: z = sum over the valid taps of wt[tap] * x[row(tap)] (the cls row: z = x row),
-//             then the LayerNorm of z in the same pass; stats (mean, rstd) saved. Parallel over output rows.
-//   backward  phase 1, over a fixed partition of the output rows into tasks (a function of the problem size
-//             only, not of the thread count): z recomputed, dz = LayerNorm backward (or dy), kept in a buffer;
-//             the task's partial sums of dw (dz * x rows), dnw (dy * xhat), dnb (dy) in its own slot; the slots
-//             are then added in task order. Phase 2, over input rows: dx[row] = sum over the output rows whose
+//             then the LayerNorm of z in the same pass; stats (mean, rstd) saved. Parallel over tiles.
+//   backward  phase 1, over a fixed partition of the tiles into tasks (a function of the problem size only, not of
+//             the thread count): z recomputed, dz = LayerNorm backward (or dy), kept in a buffer; the task's
+//             partial sums of dw (dz * x rows), dnw (dy * xhat), dnb (dy) in its own slot; the slots are then
+//             added in task order. Phase 2, over tiles of input positions: dx[row] = sum over the output rows whose
 //             taps read it of wt[tap] * dz (owner computes). Deterministic, no atomics.
+// Neighbours along w with the same taps (interior positions) are computed in pairs, sharing the weight loads.
 #pragma once
 
 #include <algorithm>
-#include <cmath>
 #include <cstdint>
-#include <cstring>
-#include <type_traits>
 #include <vector>
 
 #include <ATen/ATen.h>
 #include <ATen/Parallel.h>
 
-#include "common/checks.h"
-#include "common/cpu_vec.h"
-
 #include "attention/pool.h"
+#include "attention/pool_cpu_math.h"
+#include "common/checks.h"
 
 #pragma GCC diagnostic push
 #pragma GCC diagnostic ignored "-Wpsabi"
@@ -36,205 +36,143 @@ namespace fxk {
 namespace attn_pool {
 namespace {
 
-// acc + a * b (fused in the AVX2+FMA build).
-#if defined(FXK_APOOL_FMA)
-inline __attribute__((always_inline)) Vec<float>::type madd(Vec<float>::type a, Vec<float>::type b,
-                                                            Vec<float>::type acc) {
-  return _mm256_fmadd_ps(a, b, acc);
-}
-inline __attribute__((always_inline)) Vec<double>::type madd(Vec<double>::type a, Vec<double>::type b,
-                                                             Vec<double>::type acc) {
-  return _mm256_fmadd_pd(a, b, acc);
-}
-#else
-template <typename V>
-inline __attribute__((always_inline)) V madd(V a, V b, V acc) {
-  return acc + a * b;
-}
-#endif
+// Tiles of a (GT, GH, GW) grid: kTB t x 1 h x wb w, ordered (t block, w block, h) with h fastest (neighbouring
+// tiles share kh - 1 of their kh input grid rows). The plane's cls rows belong to its tile 0.
+constexpr int kTB = 8;
 
-// Sum of the lanes, pairwise in a fixed order.
+struct Tiling {
+  int GT, GH, GW, wb, ntb, nwb;
+  int64_t per_plane;
+  Tiling(int gt, int gh, int gw, int wb_)
+      : GT(gt), GH(gh), GW(gw), wb(wb_), ntb((gt + kTB - 1) / kTB), nwb((gw + wb_ - 1) / wb_),
+        per_plane(static_cast<int64_t>(ntb) * nwb * gh) {}
+  struct Box {
+    int t0, t1, h, w0, w1;
+  };
+  Box box(int64_t tile) const {
+    const int h = static_cast<int>(tile % GH), rest = static_cast<int>(tile / GH);
+    const int tb = rest / nwb, w0 = (rest % nwb) * wb;
+    return {tb * kTB, std::min(GT, tb * kTB + kTB), h, w0, std::min(GW, w0 + wb)};
+  }
+};
+
+// Columns per tile: 16 fp32 / 8 fp64 at hd = 96, fewer for wider rows (the staged rows stay within L2).
 template <typename A>
-inline A hsum(const typename Vec<A>::type& v) {
-  constexpr int L = Vec<A>::L;
-  A t[L];
-  std::memcpy(t, &v, sizeof(t));
-  for (int w = L / 2; w > 0; w /= 2)
-    for (int l = 0; l < w; ++l) t[l] += t[l + w];
-  return t[0];
+int tile_w(int64_t hd) {
+  return static_cast<int>(std::max<int64_t>(4, std::min<int64_t>(64 / sizeof(A), 6144 / (hd * sizeof(A)))));
 }
 
-// out[:hd] = sum_{j < n} w[j][:hd] * r[j][:hd] (0 for n = 0), the j-sum in registers, 4 vectors of hd at a time.
+// pair[u]: coordinates u and u + 1 of an axis have the same taps (count and offsets d) in table a.
+inline std::vector<char> pairable(const AxisTaps& a) {
+  const int n = static_cast<int>(a.cnt.size());
+  std::vector<char> p(n, 0);
+  for (int u = 0; u + 1 < n; ++u) {
+    bool same = a.cnt[u] == a.cnt[u + 1];
+    for (int j = 0; same && j < a.cnt[u]; ++j) same = a.tap[u * a.k + j] == a.tap[(u + 1) * a.k + j];
+    p[u] = same;
+  }
+  return p;
+}
+
+// The x rows one output tile reads, staged in A: for the input grid rows ih of the tile (at most kh), the rows
+// (it, ih, iw) of its staged coordinates it = list[0][s0], iw = list[2][s2] at
+//   buf[((ih % kh) * n0 + s0) * n2 + s2) * hd + d].
+// Consecutive tiles of one (t block, w block) differ in h only: the grid rows both read stay (a ring over ih % kh),
+// so each x row is staged about once.
 template <typename A>
-inline void tap_sum(int64_t hd, int n, const A* const* w, const A* const* r, A* out) {
-  using V = typename Vec<A>::type;
-  constexpr int L = Vec<A>::L;
-  int64_t d = 0;
-  for (; d + 4 * L <= hd; d += 4 * L) {
-    V a0 = {}, a1 = {}, a2 = {}, a3 = {};
-    for (int j = 0; j < n; ++j) {
-      const A* wj = w[j] + d;
-      const A* rj = r[j] + d;
-      a0 = madd(vload<V>(wj), vload<V>(rj), a0);
-      a1 = madd(vload<V>(wj + L), vload<V>(rj + L), a1);
-      a2 = madd(vload<V>(wj + 2 * L), vload<V>(rj + 2 * L), a2);
-      a3 = madd(vload<V>(wj + 3 * L), vload<V>(rj + 3 * L), a3);
+struct Stage {
+  std::vector<int> slot[3], list[3], ring;  // ring[ih % kh] = the grid row staged there (-1: none)
+  std::vector<A> buf;
+  int64_t key_bh = -1;
+  int key_t0 = -1, key_w0 = -1;
+  explicit Stage(const Problem& pb) : ring(pb.kh, -1) {
+    slot[0].assign(pb.T, -1);
+    slot[2].assign(pb.W, -1);
+  }
+  // the input coordinates read by output coordinates [u0, u1) of axis ax, in increasing order
+  void select(int ax, const AxisTaps& a, int u0, int u1) {
+    for (int i : list[ax]) slot[ax][i] = -1;
+    list[ax].clear();
+    int lo = static_cast<int>(slot[ax].size()), hi = -1;
+    for (int u = u0; u < u1; ++u)
+      for (int j = 0; j < a.cnt[u]; ++j) {
+        const int i = a.idx[u * a.k + j];
+        slot[ax][i] = 0;
+        lo = std::min(lo, i);
+        hi = std::max(hi, i);
+      }
+    for (int i = lo; i <= hi; ++i)
+      if (slot[ax][i] == 0) {
+        slot[ax][i] = static_cast<int>(list[ax].size());
+        list[ax].push_back(i);
+      }
+  }
+  // consecutive staged w coordinates: the rows of output w + 1 sit sw rows after those of output w (same taps)
+  bool w_dense() const { return list[2].empty() || list[2].back() - list[2].front() + 1 == int(list[2].size()); }
+  // stage what output tile bx of plane bh (x rows at xbh) reads
+  template <typename T>
+  void fill(const Problem& pb, const T* xbh, int64_t bh, const Tiling::Box& bx) {
+    if (bh != key_bh || bx.t0 != key_t0 || bx.w0 != key_w0) {
+      select(0, pb.fwd[0], bx.t0, bx.t1);
+      select(2, pb.fwd[2], bx.w0, bx.w1);
+      buf.resize(static_cast<size_t>(pb.kh) * list[0].size() * list[2].size() * pb.hd);
+      std::fill(ring.begin(), ring.end(), -1);
+      key_bh = bh;
+      key_t0 = bx.t0;
+      key_w0 = bx.w0;
     }
-    vstore(out + d, a0);
-    vstore(out + d + L, a1);
-    vstore(out + d + 2 * L, a2);
-    vstore(out + d + 3 * L, a3);
+    const AxisTaps& a1 = pb.fwd[1];
+    const size_t n0 = list[0].size(), n2 = list[2].size();
+    for (int j = 0; j < a1.cnt[bx.h]; ++j) {
+      const int ih = a1.idx[bx.h * a1.k + j], r = ih % pb.kh;
+      if (ring[r] == ih) continue;
+      ring[r] = ih;
+      A* dst = buf.data() + static_cast<size_t>(r) * n0 * n2 * pb.hd;
+      for (int it : list[0]) {
+        const T* line = xbh + (pb.c + (static_cast<int64_t>(it) * pb.H + ih) * pb.W) * pb.sxl;
+        for (int iw : list[2]) {
+          load_strided_row<T, A>(pb.hd, line + iw * pb.sxl, pb.sxd, dst);
+          dst += pb.hd;
+        }
+      }
+    }
   }
-  for (; d + L <= hd; d += L) {
-    V a0 = {};
-    for (int j = 0; j < n; ++j) a0 = madd(vload<V>(w[j] + d), vload<V>(r[j] + d), a0);
-    vstore(out + d, a0);
+  // the taps of output (ot, oh, ow) of the staged tile: weight rows w[j], staged x rows r[j]; returns the count
+  int taps(const Problem& pb, int ot, int oh, int ow, const A* wt, const A** w, const A** r) const {
+    const AxisTaps &a0 = pb.fwd[0], &a1 = pb.fwd[1], &a2 = pb.fwd[2];
+    const int64_t n0 = static_cast<int64_t>(list[0].size()), n2 = static_cast<int64_t>(list[2].size());
+    int n = 0;
+    for (int j1 = 0; j1 < a1.cnt[oh]; ++j1) {
+      const int d1 = a1.tap[oh * a1.k + j1], s1 = a1.idx[oh * a1.k + j1] % pb.kh;
+      for (int j0 = 0; j0 < a0.cnt[ot]; ++j0) {
+        const int d0 = a0.tap[ot * a0.k + j0], s0 = slot[0][a0.idx[ot * a0.k + j0]];
+        const int64_t tap01 = (static_cast<int64_t>(d0) * pb.kh + d1) * pb.kw, row01 = (s1 * n0 + s0) * n2;
+        for (int j2 = 0; j2 < a2.cnt[ow]; ++j2) {
+          w[n] = wt + (tap01 + a2.tap[ow * a2.k + j2]) * pb.hd;
+          r[n] = buf.data() + (row01 + slot[2][a2.idx[ow * a2.k + j2]]) * pb.hd;
+          ++n;
+        }
+      }
+    }
+    return n;
   }
-  for (; d < hd; ++d) {
-    A s = 0;
-    for (int j = 0; j < n; ++j) s += w[j][d] * r[j][d];
-    out[d] = s;
-  }
-}
+};
 
-// acc[:hd] += a[:hd] * b[:hd]
+// The taps of input (it, ih, iw): the dz rows (contiguous, cls rows first, at dzbh) of the outputs that read it.
 template <typename A>
-inline void add_product(int64_t hd, const A* a, const A* b, A* acc) {
-  using V = typename Vec<A>::type;
-  constexpr int L = Vec<A>::L;
-  int64_t d = 0;
-  for (; d + L <= hd; d += L) vstore(acc + d, madd(vload<V>(a + d), vload<V>(b + d), vload<V>(acc + d)));
-  for (; d < hd; ++d) acc[d] += a[d] * b[d];
-}
-
-// (sum_d a[d], sum_d a[d] * b[d]) in a fixed order (lanes, then the tail); b = nullptr: only the first.
-template <typename A>
-inline void row_sums(int64_t hd, const A* a, const A* b, A& s1, A& s2) {
-  using V = typename Vec<A>::type;
-  constexpr int L = Vec<A>::L;
-  V v1 = {}, v2 = {};
-  int64_t d = 0;
-  for (; d + L <= hd; d += L) {
-    const V va = vload<V>(a + d);
-    v1 += va;
-    if (b != nullptr) v2 = madd(va, vload<V>(b + d), v2);
-  }
-  s1 = hsum<A>(v1);
-  s2 = b != nullptr ? hsum<A>(v2) : A(0);
-  for (; d < hd; ++d) {
-    s1 += a[d];
-    if (b != nullptr) s2 += a[d] * b[d];
-  }
-}
-
-// mean and 1 / sqrt(var + eps) of z[:hd] (biased variance, two passes, as torch's layer_norm).
-template <typename A>
-inline void ln_stats(int64_t hd, const A* z, double eps, A& mean, A& rstd) {
-  using V = typename Vec<A>::type;
-  constexpr int L = Vec<A>::L;
-  A s, unused;
-  row_sums<A>(hd, z, nullptr, s, unused);
-  mean = s / A(hd);
-  V vm = {};
-  vm += mean;
-  V q = {};
-  int64_t d = 0;
-  for (; d + L <= hd; d += L) {
-    const V e = vload<V>(z + d) - vm;
-    q = madd(e, e, q);
-  }
-  A var = hsum<A>(q);
-  for (; d < hd; ++d) var += (z[d] - mean) * (z[d] - mean);
-  rstd = A(1) / std::sqrt(var / A(hd) + A(eps));
-}
-
-// out = (z - mean) * rstd * nw + nb
-template <typename A>
-inline void ln_apply(int64_t hd, const A* z, A mean, A rstd, const A* nw, const A* nb, A* out) {
-  using V = typename Vec<A>::type;
-  constexpr int L = Vec<A>::L;
-  V vm = {}, vr = {};
-  vm += mean;
-  vr += rstd;
-  int64_t d = 0;
-  for (; d + L <= hd; d += L)
-    vstore(out + d, madd((vload<V>(z + d) - vm) * vr, vload<V>(nw + d), vload<V>(nb + d)));
-  for (; d < hd; ++d) out[d] = (z[d] - mean) * rstd * nw[d] + nb[d];
-}
-
-// LayerNorm backward of one row: xhat = (z - mean) * rstd, g = dy * nw,
-//   dz = rstd * (g - mean(g) - xhat * mean(g * xhat));  dnw += dy * xhat;  dnb += dy.
-// gb: scratch of hd.
-template <typename A>
-inline void ln_backward(int64_t hd, const A* z, const A* dy, const A* nw, A mean, A rstd, A* gb, A* dz, A* dnw,
-                        A* dnb) {
-  using V = typename Vec<A>::type;
-  constexpr int L = Vec<A>::L;
-  V vm = {}, vr = {};
-  vm += mean;
-  vr += rstd;
-  int64_t d = 0;
-  for (; d + L <= hd; d += L) {  // gb = xhat first, then g = dy * nw goes to dz
-    const V xh = (vload<V>(z + d) - vm) * vr, dyv = vload<V>(dy + d);
-    vstore(gb + d, xh);
-    vstore(dz + d, dyv * vload<V>(nw + d));
-    vstore(dnw + d, madd(dyv, xh, vload<V>(dnw + d)));
-    vstore(dnb + d, vload<V>(dnb + d) + dyv);
-  }
-  for (; d < hd; ++d) {
-    const A xh = (z[d] - mean) * rstd;
-    gb[d] = xh;
-    dz[d] = dy[d] * nw[d];
-    dnw[d] += dy[d] * xh;
-    dnb[d] += dy[d];
-  }
-  A sg, sgx;
-  row_sums<A>(hd, dz, gb, sg, sgx);
-  const A m1 = sg / A(hd), m2 = sgx / A(hd);
-  V v1 = {}, v2 = {};
-  v1 += m1;
-  v2 += m2;
-  d = 0;
-  for (; d + L <= hd; d += L) vstore(dz + d, vr * (vload<V>(dz + d) - v1 - vload<V>(gb + d) * v2));
-  for (; d < hd; ++d) dz[d] = rstd * (dz[d] - m1 - gb[d] * m2);
-}
-
-template <typename T, typename A>
-inline void load_row(int64_t hd, const T* src, A* dst) {
-  if constexpr (std::is_same<T, A>::value) {
-    std::memcpy(dst, src, sizeof(A) * hd);
-  } else {
-    for (int64_t d = 0; d < hd; ++d) dst[d] = to_acc<A>(src[d]);
-  }
-}
-
-template <typename T, typename A>
-inline void store_row(int64_t hd, const A* src, T* dst) {
-  if constexpr (std::is_same<T, A>::value) {
-    std::memcpy(dst, src, sizeof(A) * hd);
-  } else {
-    for (int64_t d = 0; d < hd; ++d) dst[d] = from_acc<T>(src[d]);
-  }
-}
-
-// The taps of grid coordinate (u0, u1, u2) from the three axis tables: weight rows w[j] = wt + tap*hd and source
-// rows r[j] = base + (c + (i0*N1 + i1)*N2 + i2) * row_stride, (N1, N2) the source grid's H, W. Returns the count.
-template <typename A>
-inline int gather_taps(const AxisTaps* ax, int u0, int u1, int u2, int64_t N1, int64_t N2, int k1, int k2,
-                       const A* wt, int64_t hd, const A* base, int64_t row_stride, int c, const A** w,
-                       const A** r) {
-  const AxisTaps &a0 = ax[0], &a1 = ax[1], &a2 = ax[2];
+inline int taps_of_input(const Problem& pb, int it, int ih, int iw, const A* wt, const A* dzbh, const A** w,
+                         const A** r) {
+  const AxisTaps &a0 = pb.bwd[0], &a1 = pb.bwd[1], &a2 = pb.bwd[2];
   int n = 0;
-  for (int j0 = 0; j0 < a0.cnt[u0]; ++j0) {
-    const int d0 = a0.tap[u0 * a0.k + j0], i0 = a0.idx[u0 * a0.k + j0];
-    for (int j1 = 0; j1 < a1.cnt[u1]; ++j1) {
-      const int d1 = a1.tap[u1 * a1.k + j1], i1 = a1.idx[u1 * a1.k + j1];
-      const int64_t row01 = (static_cast<int64_t>(i0) * N1 + i1) * N2;
-      const int64_t tap01 = (static_cast<int64_t>(d0) * k1 + d1) * k2;
-      for (int j2 = 0; j2 < a2.cnt[u2]; ++j2) {
-        const int d2 = a2.tap[u2 * a2.k + j2], i2 = a2.idx[u2 * a2.k + j2];
-        w[n] = wt + (tap01 + d2) * hd;
-        r[n] = base + (c + row01 + i2) * row_stride;
+  for (int j0 = 0; j0 < a0.cnt[it]; ++j0) {
+    const int d0 = a0.tap[it * a0.k + j0], o0 = a0.idx[it * a0.k + j0];
+    for (int j1 = 0; j1 < a1.cnt[ih]; ++j1) {
+      const int d1 = a1.tap[ih * a1.k + j1], o1 = a1.idx[ih * a1.k + j1];
+      const int64_t tap01 = (static_cast<int64_t>(d0) * pb.kh + d1) * pb.kw;
+      const int64_t row01 = pb.c + (static_cast<int64_t>(o0) * pb.Ho + o1) * pb.Wo;
+      for (int j2 = 0; j2 < a2.cnt[iw]; ++j2) {
+        w[n] = wt + (tap01 + a2.tap[iw * a2.k + j2]) * pb.hd;
+        r[n] = dzbh + (row01 + a2.idx[iw * a2.k + j2]) * pb.hd;
         ++n;
       }
     }
@@ -242,53 +180,54 @@ inline int gather_taps(const AxisTaps* ax, int u0, int u1, int u2, int64_t N1, i
   return n;
 }
 
-// Output row o >= c of a (b, h) plane: its taps into the x rows at xbh.
-template <typename A>
-inline int taps_of_output(const Problem& pb, int64_t o, const A* wt, const A* xbh, const A** w, const A** r) {
-  const int64_t g = o - pb.c, hw = static_cast<int64_t>(pb.Ho) * pb.Wo;
-  const int ot = static_cast<int>(g / hw), oh = static_cast<int>((g % hw) / pb.Wo), ow = static_cast<int>(g % pb.Wo);
-  return gather_taps<A>(pb.fwd, ot, oh, ow, pb.H, pb.W, pb.kh, pb.kw, wt, pb.hd, xbh, pb.sxl, pb.c, w, r);
+// The positions [u0, u1) of a grid line in runs of equal taps (pair[u]: u and u + 1 have the same taps): the tap
+// lists are built once per run (build(u) -> count) and shifted by `step` elements per position (-1: no constant
+// shift, built for every position); then two(n, off0, off1, u) for pairs (u, u + 1), one(n, off, u) for the rest.
+template <typename Build, typename One, typename Two>
+inline void walk_line(int u0, int u1, const std::vector<char>& pair, int64_t step, Build&& build, One&& one,
+                      Two&& two) {
+  for (int u = u0; u < u1;) {
+    int e = u + 1;
+    while (e < u1 && pair[e - 1]) ++e;
+    if (step < 0) {
+      for (int k = u; k < e; ++k) one(build(k), int64_t(0), k);
+    } else {
+      const int n = build(u);
+      int k = u;
+      for (; k + 1 < e; k += 2) two(n, (k - u) * step, (k + 1 - u) * step, k);
+      if (k < e) one(n, (k - u) * step, k);
+    }
+    u = e;
+  }
 }
 
-// Input row n >= c of a (b, h) plane: the taps of the output rows (dz rows at dzbh, contiguous) that read it.
+// Per-thread scratch: tap lists of a pair of rows and row buffers.
 template <typename A>
-inline int taps_of_input(const Problem& pb, int64_t n, const A* wt, const A* dzbh, const A** w, const A** r) {
-  const int64_t g = n - pb.c, hw = static_cast<int64_t>(pb.H) * pb.W;
-  const int it = static_cast<int>(g / hw), ih = static_cast<int>((g % hw) / pb.W), iw = static_cast<int>(g % pb.W);
-  return gather_taps<A>(pb.bwd, it, ih, iw, pb.Ho, pb.Wo, pb.kh, pb.kw, wt, pb.hd, dzbh, pb.hd, pb.c, w, r);
-}
-
-// Rows per parallel_for chunk: about 64k multiply-adds.
-inline int64_t row_grain(const Problem& pb) {
-  return std::max<int64_t>(1, 65536 / std::max<int64_t>(1, pb.taps() * pb.hd));
-}
+struct Scratch {
+  std::vector<const A*> w, r0, r1;
+  std::vector<A> z0, z1, b0, b1;
+  Scratch(int taps, int64_t hd) : w(taps), r0(taps), r1(taps), z0(hd), z1(hd), b0(hd), b1(hd) {}
+};
 
 template <typename T, typename A>
 void fwd_typed(const Problem& pb, const at::Tensor& y, const at::Tensor& stats) {
   const int64_t hd = pb.hd, Lo = pb.Lo;
-  const A* xa = pb.xa.data_ptr<A>();
+  const T* xp = pb.x.data_ptr<T>();
   const A* wt = pb.wt.data_ptr<A>();
   const A* nw = pb.norm ? pb.nw.data_ptr<A>() : nullptr;
   const A* nb = pb.norm ? pb.nb.data_ptr<A>() : nullptr;
   T* yp = y.data_ptr<T>();
   A* sp = pb.norm ? stats.data_ptr<A>() : nullptr;
-  at::parallel_for(0, pb.rows(), row_grain(pb), [&](int64_t r0, int64_t r1) {
-    std::vector<const A*> w(pb.taps()), r(pb.taps());
-    std::vector<A> zb(hd), ob(hd);
-    for (int64_t row = r0; row < r1; ++row) {
-      const int64_t bh = row / Lo, o = row - bh * Lo;
-      const A* xbh = xa + (bh / pb.nh) * pb.sxb + (bh % pb.nh) * pb.sxh;
-      const A* z = zb.data();
-      if (o < pb.c) {
-        z = xbh + o * pb.sxl;
-      } else {
-        const int n = taps_of_output<A>(pb, o, wt, xbh, w.data(), r.data());
-        tap_sum<A>(hd, n, w.data(), r.data(), zb.data());
-      }
+  const Tiling tl(pb.To, pb.Ho, pb.Wo, tile_w<A>(hd));
+  const std::vector<char> pair = pairable(pb.fwd[2]);
+  at::parallel_for(0, pb.B * pb.nh * tl.per_plane, 1, [&](int64_t u0, int64_t u1) {
+    Stage<A> sg(pb);
+    Scratch<A> s(pb.taps(), hd);
+    auto finish = [&](int64_t row, const A* z, A* ob) {  // y row (and stats) from z
       T* yr = yp + row * hd;
       if (!pb.norm) {
         store_row<T, A>(hd, z, yr);
-        continue;
+        return;
       }
       A mean, rstd;
       ln_stats<A>(hd, z, pb.eps, mean, rstd);
@@ -297,65 +236,127 @@ void fwd_typed(const Problem& pb, const at::Tensor& y, const at::Tensor& stats) 
       if constexpr (std::is_same<T, A>::value) {
         ln_apply<A>(hd, z, mean, rstd, nw, nb, yr);
       } else {
-        ln_apply<A>(hd, z, mean, rstd, nw, nb, ob.data());
-        store_row<T, A>(hd, ob.data(), yr);
+        ln_apply<A>(hd, z, mean, rstd, nw, nb, ob);
+        store_row<T, A>(hd, ob, yr);
+      }
+    };
+    for (int64_t u = u0; u < u1; ++u) {
+      const int64_t bh = u / tl.per_plane, tile = u % tl.per_plane;
+      const T* xbh = xp + (bh / pb.nh) * pb.sxb + (bh % pb.nh) * pb.sxh;
+      for (int o = 0; tile == 0 && o < pb.c; ++o) {
+        load_strided_row<T, A>(hd, xbh + o * pb.sxl, pb.sxd, s.z0.data());
+        finish(bh * Lo + o, s.z0.data(), s.b0.data());
+      }
+      const Tiling::Box bx = tl.box(tile);
+      sg.fill(pb, xbh, bh, bx);
+      const int64_t step = sg.w_dense() ? pb.sw * hd : -1;
+      for (int ot = bx.t0; ot < bx.t1; ++ot) {
+        const int64_t line = bh * Lo + pb.c + (static_cast<int64_t>(ot) * pb.Ho + bx.h) * pb.Wo;
+        walk_line(
+            bx.w0, bx.w1, pair, step,
+            [&](int ow) { return sg.taps(pb, ot, bx.h, ow, wt, s.w.data(), s.r0.data()); },
+            [&](int n, int64_t off, int ow) {
+              tap_sum<A>(hd, n, s.w.data(), s.r0.data(), off, s.z0.data());
+              finish(line + ow, s.z0.data(), s.b0.data());
+            },
+            [&](int n, int64_t off0, int64_t off1, int ow) {
+              tap_sum2<A>(hd, n, s.w.data(), s.r0.data(), off0, off1, s.z0.data(), s.z1.data());
+              finish(line + ow, s.z0.data(), s.b0.data());
+              finish(line + ow + 1, s.z1.data(), s.b1.data());
+            });
       }
     }
   });
 }
 
-// The fixed partition of the backward's reductions: tasks of `rows_per_task` consecutive output rows (flat over
-// (b, h, o)), at most 256 tasks; depends on the problem only, so the sums do not change with the thread count.
-inline int64_t rows_per_task(int64_t rows) { return std::max<int64_t>(64, (rows + 255) / 256); }
+// The fixed partition of the backward's reductions: tasks of `units_per_task` consecutive tiles (flat over
+// (b, h, tile)), at most 256 tasks; it depends on the problem only, so the sums do not change with the thread count.
+inline int64_t units_per_task(int64_t units) { return std::max<int64_t>(1, (units + 255) / 256); }
 
+// Backward phase 1 (see the top): dz rows into dzp, the task's partial sums into part = [dw | dnw | dnb].
 template <typename T, typename A>
-void bwd_typed(const Problem& pb, const at::Tensor& dy, const at::Tensor& stats, const Grads& g) {
-  const int64_t hd = pb.hd, Lo = pb.Lo, R = pb.rows(), taps = pb.taps();
-  const A* xa = pb.xa.data_ptr<A>();
+void bwd_dz_partials(const Problem& pb, const at::Tensor& dy, const at::Tensor& stats, A* dzp, A* pp, int64_t P,
+                     int64_t ntask, int64_t per_task, const Tiling& tl) {
+  const int64_t hd = pb.hd, Lo = pb.Lo, taps = pb.taps(), units = pb.B * pb.nh * tl.per_plane;
+  const T* xp = pb.x.data_ptr<T>();
   const A* wt = pb.wt.data_ptr<A>();
   const A* nw = pb.norm ? pb.nw.data_ptr<A>() : nullptr;
   const A* sp = pb.norm ? stats.data_ptr<A>() : nullptr;
   const T* dyp = dy.data_ptr<T>();
-  const int64_t sdb = dy.stride(0), sdh = dy.stride(1), sdl = dy.stride(2);
-  const auto acc_opts = pb.xa.options().dtype(c10::CppTypeToScalarType<A>::value);
-
-  // phase 1: dz rows (B*nh*Lo, hd) and the per-task partial sums [dw (taps, hd) | dnw (hd) | dnb (hd)]
-  at::Tensor dzt = at::empty({R, hd}, acc_opts);
-  A* dzp = dzt.data_ptr<A>();
-  const int64_t chunk = rows_per_task(R), ntask = (R + chunk - 1) / chunk;
-  const int64_t P = taps * hd + (pb.norm ? 2 * hd : 0);
-  at::Tensor part = at::empty({ntask, P}, acc_opts);
-  A* pp = part.data_ptr<A>();
+  const int64_t sdb = dy.stride(0), sdh = dy.stride(1), sdl = dy.stride(2), sdd = dy.stride(3);
+  const std::vector<char> pair = pairable(pb.fwd[2]);
   at::parallel_for(0, ntask, 1, [&](int64_t t0, int64_t t1) {
-    std::vector<const A*> w(taps), r(taps);
-    std::vector<A> zb(hd), db(hd), gb(hd);
+    Stage<A> sg(pb);
+    Scratch<A> s(static_cast<int>(taps), hd);
+    std::vector<A> gb(hd);
     for (int64_t task = t0; task < t1; ++task) {
       A* dwp = pp + task * P;
       A* dnwp = dwp + taps * hd;
       A* dnbp = dnwp + hd;
       std::fill(dwp, dwp + P, A(0));
-      for (int64_t row = task * chunk; row < std::min(R, (task + 1) * chunk); ++row) {
-        const int64_t bh = row / Lo, o = row - bh * Lo, b = bh / pb.nh, h = bh % pb.nh;
-        const A* xbh = xa + b * pb.sxb + h * pb.sxh;
-        A* dz = dzp + row * hd;
-        int n = 0;
-        const A* z = zb.data();
-        if (o < pb.c) {
-          z = xbh + o * pb.sxl;
-        } else {
-          n = taps_of_output<A>(pb, o, wt, xbh, w.data(), r.data());
+      for (int64_t u = task * per_task; u < std::min(units, (task + 1) * per_task); ++u) {
+        const int64_t bh = u / tl.per_plane, tile = u % tl.per_plane, b = bh / pb.nh, h = bh % pb.nh;
+        const T* xbh = xp + b * pb.sxb + h * pb.sxh;
+        const T* dybh = dyp + b * sdb + h * sdh;
+        // dz of output row o from its z (norm) and dy
+        auto dz_row = [&](int64_t o, const A* z, A* db) {
+          const int64_t row = bh * Lo + o;
+          A* dz = dzp + row * hd;
+          if (!pb.norm) {
+            load_strided_row<T, A>(hd, dybh + o * sdl, sdd, dz);
+            return dz;
+          }
+          load_strided_row<T, A>(hd, dybh + o * sdl, sdd, db);
+          ln_backward<A>(hd, z, db, nw, sp[2 * row], sp[2 * row + 1], gb.data(), dz, dnwp, dnbp);
+          return dz;
+        };
+        for (int o = 0; tile == 0 && o < pb.c; ++o) {
+          load_strided_row<T, A>(hd, xbh + o * pb.sxl, pb.sxd, s.z0.data());
+          dz_row(o, s.z0.data(), s.b0.data());
         }
-        if (pb.norm) {
-          load_row<T, A>(hd, dyp + b * sdb + h * sdh + o * sdl, db.data());
-          if (o >= pb.c) tap_sum<A>(hd, n, w.data(), r.data(), zb.data());
-          ln_backward<A>(hd, z, db.data(), nw, sp[2 * row], sp[2 * row + 1], gb.data(), dz, dnwp, dnbp);
-        } else {
-          load_row<T, A>(hd, dyp + b * sdb + h * sdh + o * sdl, dz);
+        const Tiling::Box bx = tl.box(tile);
+        sg.fill(pb, xbh, bh, bx);
+        const int64_t step = sg.w_dense() ? pb.sw * hd : -1;
+        for (int ot = bx.t0; ot < bx.t1; ++ot) {
+          const int64_t line = pb.c + (static_cast<int64_t>(ot) * pb.Ho + bx.h) * pb.Wo;
+          walk_line(
+              bx.w0, bx.w1, pair, step,
+              [&](int ow) { return sg.taps(pb, ot, bx.h, ow, wt, s.w.data(), s.r0.data()); },
+              [&](int n, int64_t off, int ow) {
+                if (pb.norm) tap_sum<A>(hd, n, s.w.data(), s.r0.data(), off, s.z0.data());
+                const A* dz0 = dz_row(line + ow, s.z0.data(), s.b0.data());
+                for (int j = 0; j < n; ++j) add_product<A>(hd, dz0, s.r0[j] + off, dwp + (s.w[j] - wt));
+              },
+              [&](int n, int64_t off0, int64_t off1, int ow) {
+                if (pb.norm) tap_sum2<A>(hd, n, s.w.data(), s.r0.data(), off0, off1, s.z0.data(), s.z1.data());
+                const A* dz0 = dz_row(line + ow, s.z0.data(), s.b0.data());
+                const A* dz1 = dz_row(line + ow + 1, s.z1.data(), s.b1.data());
+                for (int j = 0; j < n; ++j)
+                  add_product2<A>(hd, dz0, s.r0[j] + off0, dz1, s.r0[j] + off1, dwp + (s.w[j] - wt));
+              });
         }
-        for (int j = 0; j < n; ++j) add_product<A>(hd, dz, r[j], dwp + (w[j] - wt));
       }
     }
   });
+}
+
+template <typename T, typename A>
+void bwd_typed(const Problem& pb, const at::Tensor& dy, const at::Tensor& stats, const Grads& g) {
+  const int64_t hd = pb.hd, Lo = pb.Lo, taps = pb.taps();
+  const A* wt = pb.wt.data_ptr<A>();
+  const auto acc_opts = pb.wt.options();
+
+  // phase 1: dz rows (B*nh*Lo, hd) and the per-task partial sums [dw (taps, hd) | dnw (hd) | dnb (hd)]
+  at::Tensor dzt = at::empty({pb.rows(), hd}, acc_opts);
+  A* dzp = dzt.data_ptr<A>();
+  const Tiling out(pb.To, pb.Ho, pb.Wo, tile_w<A>(hd));
+  const int64_t units = pb.B * pb.nh * out.per_plane, per_task = units_per_task(units);
+  const int64_t ntask = (units + per_task - 1) / per_task;
+  const int64_t P = taps * hd + (pb.norm ? 2 * hd : 0);
+  at::Tensor part = at::empty({ntask, P}, acc_opts);
+  A* pp = part.data_ptr<A>();
+  bwd_dz_partials<T, A>(pb, dy, stats, dzp, pp, P, ntask, per_task, out);
+
   // the task slots added in task order
   A* dwt = g.dwt.data_ptr<A>();
   A* dnw = pb.norm ? g.dnw.data_ptr<A>() : nullptr;
@@ -380,23 +381,42 @@ void bwd_typed(const Problem& pb, const at::Tensor& dy, const at::Tensor& stats,
   // phase 2: dx rows, each from the dz rows whose taps read it
   T* dxp = g.dx.data_ptr<T>();
   const int64_t L = pb.L;
-  at::parallel_for(0, pb.B * pb.nh * L, row_grain(pb), [&](int64_t r0, int64_t r1) {
-    std::vector<const A*> w(taps), r(taps);
-    std::vector<A> ob(hd);
-    for (int64_t row = r0; row < r1; ++row) {
-      const int64_t bh = row / L, n = row - bh * L;
+  const Tiling in(pb.T, pb.H, pb.W, tile_w<A>(hd));
+  const std::vector<char> pair = pairable(pb.bwd[2]);
+  // equal taps along w: the outputs of w + 1 are those of w shifted by one (stride 1; else there are none)
+  const int64_t step = pb.sw == 1 ? hd : 0;
+  at::parallel_for(0, pb.B * pb.nh * in.per_plane, 1, [&](int64_t u0, int64_t u1) {
+    Scratch<A> s(static_cast<int>(taps), hd);
+    for (int64_t u = u0; u < u1; ++u) {
+      const int64_t bh = u / in.per_plane, tile = u % in.per_plane;
       const A* dzbh = dzp + bh * Lo * hd;
-      T* dxr = dxp + row * hd;
-      if (n < pb.c) {
-        store_row<T, A>(hd, dzbh + n * hd, dxr);
-        continue;
-      }
-      const int nt = taps_of_input<A>(pb, n, wt, dzbh, w.data(), r.data());
-      if constexpr (std::is_same<T, A>::value) {
-        tap_sum<A>(hd, nt, w.data(), r.data(), dxr);
-      } else {
-        tap_sum<A>(hd, nt, w.data(), r.data(), ob.data());
-        store_row<T, A>(hd, ob.data(), dxr);
+      T* dxbh = dxp + bh * L * hd;
+      for (int n = 0; tile == 0 && n < pb.c; ++n) store_row<T, A>(hd, dzbh + n * hd, dxbh + n * hd);
+      const Tiling::Box bx = in.box(tile);
+      for (int it = bx.t0; it < bx.t1; ++it) {
+        T* line = dxbh + (pb.c + (static_cast<int64_t>(it) * pb.H + bx.h) * pb.W) * hd;
+        walk_line(
+            bx.w0, bx.w1, pair, step,
+            [&](int iw) { return taps_of_input<A>(pb, it, bx.h, iw, wt, dzbh, s.w.data(), s.r0.data()); },
+            [&](int n, int64_t off, int iw) {
+              T* dx0 = line + iw * hd;
+              if constexpr (std::is_same<T, A>::value) {  // straight into dx
+                tap_sum<A>(hd, n, s.w.data(), s.r0.data(), off, dx0);
+              } else {
+                tap_sum<A>(hd, n, s.w.data(), s.r0.data(), off, s.z0.data());
+                store_row<T, A>(hd, s.z0.data(), dx0);
+              }
+            },
+            [&](int n, int64_t off0, int64_t off1, int iw) {
+              T* dx0 = line + iw * hd;
+              if constexpr (std::is_same<T, A>::value) {
+                tap_sum2<A>(hd, n, s.w.data(), s.r0.data(), off0, off1, dx0, dx0 + hd);
+              } else {
+                tap_sum2<A>(hd, n, s.w.data(), s.r0.data(), off0, off1, s.z0.data(), s.z1.data());
+                store_row<T, A>(hd, s.z0.data(), dx0);
+                store_row<T, A>(hd, s.z1.data(), dx0 + hd);
+              }
+            });
       }
     }
   });

@@ -90,6 +90,9 @@ Problem prepare_fwd(const char* op, const at::Tensor& x, const at::Tensor& weigh
   pb.kt = static_cast<int>(weight.size(2));
   pb.kh = static_cast<int>(weight.size(3));
   pb.kw = static_cast<int>(weight.size(4));
+  pb.st = static_cast<int>(stride[0]);
+  pb.sh = static_cast<int>(stride[1]);
+  pb.sw = static_cast<int>(stride[2]);
   pb.To = out_size(pb.T, pb.kt, stride[0]);
   pb.Ho = out_size(pb.H, pb.kh, stride[1]);
   pb.Wo = out_size(pb.W, pb.kw, stride[2]);
@@ -107,17 +110,10 @@ Problem prepare_fwd(const char* op, const at::Tensor& x, const at::Tensor& weigh
     pb.nw = nw.to(acc).contiguous();
     pb.nb = nb.to(acc).contiguous();
   }
-  // fp16 / bf16: every x row is read by up to kt*kh*kw output rows, so it is converted once, not per tap
-  if (x.scalar_type() != acc) {
-    pb.xa = x.to(acc, false, false, at::MemoryFormat::Contiguous);
-  } else if (hd > 1 && x.stride(3) != 1) {
-    pb.xa = x.contiguous();
-  } else {
-    pb.xa = x;
-  }
-  pb.sxb = pb.xa.stride(0);
-  pb.sxh = pb.xa.stride(1);
-  pb.sxl = pb.xa.stride(2);
+  pb.sxb = x.stride(0);
+  pb.sxh = x.stride(1);
+  pb.sxl = x.stride(2);
+  pb.sxd = x.stride(3);
   pb.wt = weight.reshape({hd, pb.taps()}).t().contiguous().to(acc);
   pb.fwd[0] = axis_taps_fwd(pb.T, pb.To, pb.kt, static_cast<int>(stride[0]));
   pb.fwd[1] = axis_taps_fwd(pb.H, pb.Ho, pb.kh, static_cast<int>(stride[1]));

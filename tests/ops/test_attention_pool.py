@@ -49,6 +49,7 @@ SHAPES = [
     _shape(1, 2, (3, 5, 5), 7, (1, 1, 1), (2, 2, 2), False, False, False, id="k1-s222-nocls"),
     _shape(1, 2, (3, 6, 5), 40, (1, 3, 3), (1, 2, 2), True, True, True, id="k133-s122-qkv"),
     _shape(1, 2, (2, 5, 6), 96, (3, 3, 3), (1, 2, 2), True, True, False, id="k3-s122-hd96"),
+    _shape(1, 1, (11, 5, 37), 8, (3, 3, 3), (1, 1, 1), True, True, True, id="k3-s111-T11-W37-qkv"),
     _shape(1, 1, (1, 1, 1), 3, (3, 3, 3), (1, 1, 1), True, True, False, id="1x1x1-grid"),
     _shape(1, 1, (3, 4, 5), 6, (2, 2, 2), (1, 2, 1), False, True, False, id="even-kernel"),
 ]
