@@ -130,13 +130,24 @@ def parse_ptxas(log: str) -> dict:
 
 def compile_one(family: str, index: int, arch: int) -> dict:
     """Compile spec ``index`` of ``family`` for ``arch``; returns one table row (never raises)."""
+    row = {"family": family_short(family), "index": index, "arch": arch}
+    try:
+        spec = load_specs(family)[index]
+    except Exception as e:  # noqa: BLE001 - reported in the table
+        row["error"] = f"{type(e).__name__}: {e}"[:4000]
+        return row
+    return compile_spec(spec, arch, row)
+
+
+def compile_spec(spec, arch: int, row: dict | None = None) -> dict:
+    """Compile one KernelSpec for ``arch`` and run ptxas -v on it; returns (or fills) a table row: kernel,
+    dtype, config, regs, spill bytes, shared memory, compile times, or ``error`` (never raises)."""
     import triton
     from triton.backends.compiler import GPUTarget
     from triton.runtime.jit import JITFunction
 
-    row = {"family": family_short(family), "index": index, "arch": arch}
+    row = {"arch": arch} if row is None else row
     try:
-        spec = load_specs(family)[index]
         row.update(
             kernel=spec.name,
             dtype=spec.dtype,

@@ -59,3 +59,16 @@ def _order(item) -> int:
 
 def pytest_collection_modifyitems(config, items):
     items.sort(key=_order)  # stable: the order within each group stays as collected
+
+
+def pytest_collection_finish(session):
+    """Start test_aot.py's compile in the background (tests/aot_background.py) when it will run."""
+    if os.environ.get("FXKERNELS_SKIP_AOT", "0") not in ("", "0") or session.config.option.collectonly:
+        return
+    if any(
+        Path(item.path).name == "test_aot.py" and "aot_report" in getattr(item, "fixturenames", ())
+        for item in session.items
+    ):
+        from tests import aot_background
+
+        aot_background.start()

@@ -6,26 +6,24 @@ one test id per (family, kernel, arch).  Also checks that the launches the launc
 small CPU tensors) are exactly the AOT-compiled variants.
 
 The compile runs once per session in a subprocess without ``TRITON_INTERPRET`` (the interpreter
-replaces ``@triton.jit`` kernels, which then cannot be compiled).  Cold: about 2-3 minutes on 2 cores;
-reruns hit the triton cache.  Set ``FXKERNELS_SKIP_AOT=1`` to skip.
+replaces ``@triton.jit`` kernels, which then cannot be compiled), started in the background when
+collection finishes (tests/aot_background.py).  Cold: about 15 minutes of CPU on 2 cores; reruns hit the
+triton cache.  Set ``FXKERNELS_SKIP_AOT=1`` to skip.
 """
 
 import json
 import os
-import subprocess
-import sys
-from pathlib import Path
 
 import pytest
 
 pytest.importorskip("triton")
 
 from fxkernels import aot  # noqa: E402
+from tests import aot_background  # noqa: E402
 
 if os.environ.get("FXKERNELS_SKIP_AOT", "0") not in ("", "0"):
     pytest.skip("FXKERNELS_SKIP_AOT is set", allow_module_level=True)
 
-_REPO_ROOT = Path(aot.__file__).resolve().parent.parent
 _CASES = [
     (aot.family_short(fam), name, arch)
     for fam in aot.FAMILIES
@@ -35,25 +33,12 @@ _CASES = [
 
 
 @pytest.fixture(scope="module")
-def aot_report(tmp_path_factory):
-    out = tmp_path_factory.mktemp("aot") / "aot.json"
-    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
-    env["PYTHONPATH"] = os.pathsep.join([str(_REPO_ROOT)] + [p for p in [env.get("PYTHONPATH")] if p])
-    proc = subprocess.run(
-        [sys.executable, "-m", "fxkernels.aot", "--json", str(out), "-q"],
-        env=env,
-        cwd=str(_REPO_ROOT),
-        capture_output=True,
-        text=True,
-        timeout=3600,
-    )
-    if not out.exists():
-        pytest.fail(
-            f"fxkernels.aot produced no report (rc={proc.returncode}):\n"
-            f"{proc.stdout[-4000:]}\n{proc.stderr[-4000:]}"
-        )
-    report = json.loads(out.read_text())
-    report["stdout"] = proc.stdout
+def aot_report():
+    # started in the background by conftest.py as soon as collection finished (tests/aot_background.py)
+    report, text = aot_background.report()
+    if report is None:
+        pytest.fail(f"fxkernels.aot produced no report:\n{text[-8000:]}")
+    report["stdout"] = text
     return report
 
 

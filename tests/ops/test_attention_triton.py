@@ -25,9 +25,25 @@ if DEVICE == "cpu" and os.environ.get("TRITON_INTERPRET") != "1":
     pytest.skip("no GPU and TRITON_INTERPRET is not set", allow_module_level=True)
 
 from fxkernels._triton_utils import record_launches  # noqa: E402
-from fxkernels.ops.attention.triton import MAX_R, attention_bwd_triton, attention_fwd_triton  # noqa: E402
+from fxkernels.ops.attention.triton import (  # noqa: E402
+    MAX_R,
+    attention_bwd_triton,
+    attention_fwd_triton,
+    unsupported,
+)
 
 HALF = [pytest.param(torch.float16, id="fp16"), pytest.param(torch.bfloat16, id="bf16")]
+
+
+def kernel_dtype(dtype, hd, R, call=None):
+    """`dtype` if the Triton tiles take (dtype, hd, R) (triton_common.BLOCKS), else fp16 (which takes every
+    class); for a refused class first checks that `call(dtype)` raises the ValueError naming it."""
+    if unsupported(dtype, hd, R) is None:
+        return dtype
+    if call is not None:
+        with pytest.raises(ValueError, match="no spill-free tiles"):
+            call(dtype)
+    return torch.float16
 
 
 def rand(shape, dtype, layout="contig"):
@@ -90,8 +106,13 @@ SHAPES = [
 
 @pytest.mark.parametrize("B,nh,thw_q,thw_k,hd,has_cls,add_q,add_q_cls,layout", SHAPES)
 def test_matches_reference_fp64(B, nh, thw_q, thw_k, hd, has_cls, add_q, add_q_cls, layout):
-    inp = make(B, nh, thw_q, thw_k, hd, has_cls, torch.float64, layout)
-    check_op(triton_attention, attention_ref, dict(inp, add_q=add_q, add_q_cls=add_q_cls))
+    """fp64 where the Triton tiles take the class; a wide class they refuse raises first and runs in bf16."""
+
+    def run(dtype):
+        inp = make(B, nh, thw_q, thw_k, hd, has_cls, dtype, layout)
+        check_op(triton_attention, attention_ref, dict(inp, add_q=add_q, add_q_cls=add_q_cls))
+
+    run(kernel_dtype(torch.float64, hd, sum(thw_k), run))
 
 
 @pytest.mark.parametrize(
@@ -102,8 +123,11 @@ def test_matches_reference_fp64(B, nh, thw_q, thw_k, hd, has_cls, add_q, add_q_c
     ],
 )
 def test_matches_reference_fp32(thw_q, thw_k, hd, has_cls):
-    inp = make(2, 2, thw_q, thw_k, hd, has_cls, torch.float32, "heads-last")
-    check_op(triton_attention, attention_ref, dict(inp, add_q=True, add_q_cls=False))
+    def run(dtype):
+        inp = make(2, 2, thw_q, thw_k, hd, has_cls, dtype, "heads-last")
+        check_op(triton_attention, attention_ref, dict(inp, add_q=True, add_q_cls=False))
+
+    run(kernel_dtype(torch.float32, hd, sum(thw_k), run))
 
 
 @pytest.mark.parametrize("dtype", HALF)
@@ -192,22 +216,33 @@ def test_launchers_match_rel_reference(Lq, thw_k, hd, has_cls, add_q, add_q_cls)
     class (R = Tk+Hk+Wk up to MAX_R); need_rel=False returns no drel and the same other gradients."""
     c = int(has_cls)
     Lk = c + math.prod(thw_k)
-    q, k, v = (rand((1, 2, n, hd), torch.float64) for n in (Lq, Lk, Lk))
-    rel = torch.randn(1, 2, Lq - c, sum(thw_k), dtype=torch.float64, device=DEVICE)
-    dout = torch.randn_like(q)
+
+    def inputs(dtype):
+        adt = torch.float64 if dtype == torch.float64 else torch.float32
+        q, k, v = (rand((1, 2, n, hd), dtype) for n in (Lq, Lk, Lk))
+        rel = torch.randn(1, 2, Lq - c, sum(thw_k), dtype=adt, device=DEVICE)
+        return q, k, v, rel, torch.randn_like(q)
+
+    dtype = kernel_dtype(
+        torch.float64,
+        hd,
+        sum(thw_k),
+        lambda dt: launch_both(*inputs(dt)[:4], thw_k, has_cls, add_q, add_q_cls, inputs(dt)[4]),
+    )
+    q, k, v, rel, dout = inputs(dtype)
     o, lse, (dq, dk, dv, drel) = launch_both(q, k, v, rel, thw_k, has_cls, add_q, add_q_cls, dout)
     ref = run_with_grads(
         lambda q, k, v, rel: attention_rel_ref(q, k, v, rel, 0.2, thw_k, has_cls, add_q, add_q_cls),
-        {"q": q, "k": k, "v": v, "rel": rel},
-        (dout, None),
+        {"q": q.double(), "k": k.double(), "v": v.double(), "rel": rel.double()},
+        (dout.double(), None),
     )
-    assert o.is_contiguous() and lse.is_contiguous() and lse.dtype == torch.float64
+    assert o.is_contiguous() and lse.is_contiguous() and lse.dtype == rel.dtype
     for name, a, e in (("O", o, ref.outputs[0]), ("lse", lse, ref.outputs[1]), ("dk", dk, ref.grads["k"])):
-        assert_close(a, e, name=name)
-    assert_close(dv, ref.grads["v"], name="dv")
-    assert_close(drel, ref.grads["rel"], name="drel")
+        assert_close(a, e, dtype=dtype, name=name)
+    assert_close(dv, ref.grads["v"], dtype=dtype, name="dv")
+    assert_close(drel, ref.grads["rel"], dtype=dtype, name="drel")
     # dq of the launchers excludes the path through rel: rel_ref's dq is the direct part (rel is a leaf there)
-    assert_close(dq, ref.grads["q"], name="dq")
+    assert_close(dq, ref.grads["q"], dtype=dtype, name="dq")
     _, _, (dq2, dk2, dv2, drel2) = launch_both(
         q, k, v, rel, thw_k, has_cls, add_q, add_q_cls, dout, need_rel=False
     )

@@ -104,10 +104,14 @@ def _check_inputs(q, k, v, scale, thw_q, thw_k, tables, has_cls, dropout_p):
     return thw_q, thw_k
 
 
-def _why_not(hd: int):
+def _why_not(hd: int, dtype: torch.dtype, R: Optional[int]):
     def why(be: str):
         if hd > MAX_HD:
             return f"the fused backends take head widths hd <= {MAX_HD}, got hd={hd}; use backend='reference'"
+        if be == "triton":
+            from .triton_common import unsupported
+
+            return unsupported(dtype, hd, R)
         return None
 
     return why
@@ -241,7 +245,10 @@ def attention(
             tables goes to torch SDPA (FlashAttention / cuDNN inside torch) and biased attention to Triton;
             on CPU tensors, without tables to torch SDPA (its flash kernel, faster than ours there:
             benchmarks/bench_attention.py) and with tables to the cpu kernel (SDPA would fall back to its
-            unfused math kernel for a bias that needs a gradient). hd > 256 uses the reference.
+            unfused math kernel for a bias that needs a gradient). hd > 256 uses the reference. The Triton
+            tiles do not take fp32 with hd > 64, fp64 with hd > 128, or fp32 / fp64 with Tk+Hk+Wk > 32
+            (README "Triton precision and tiles"): "auto" runs those through SDPA with the bias
+            materialised on CUDA, backend="triton" raises a ValueError naming the class.
     Returns:
         (B, nh, Lq, hd) in q's dtype (fp32 accumulation; fp64 for fp64). Differentiable w.r.t. q, k, v and the
         tables; the fused backward is deterministic (a row pass for dq and the bias rows, a column pass for
@@ -258,11 +265,14 @@ def attention(
     if backend == "sdpa" or dropout_p > 0.0:
         be = "sdpa"
     else:
-        be = attention_op.resolve(backend, q.device, _why_not(hd))
+        R = sum(thw_k) if biased else None
+        be = attention_op.resolve(backend, q.device, _why_not(hd, q.dtype, R))
         dev = q.device.type
-        plain_auto = backend == "auto" and default_backend() == "auto" and not biased
-        if plain_auto and (dev == "cuda" or (dev == "cpu" and CPU_PLAIN_TO_SDPA)):
+        auto = backend == "auto" and default_backend() == "auto"
+        if auto and not biased and (dev == "cuda" or (dev == "cpu" and CPU_PLAIN_TO_SDPA)):
             be = "sdpa"
+        elif auto and dev == "cuda" and be == "reference" and hd <= MAX_HD:
+            be = "sdpa"  # a class the Triton tiles do not take (fp32 / fp64 wide heads): SDPA, bias materialised
     if be == "reference":
         return attention_ref(
             q,

@@ -57,11 +57,81 @@ POOL_MAX_HD = POOL_BD_CLASSES[-1]
 # launch configurations (shared with pool_specs)
 
 
-def _meta(dtype: torch.dtype, hd: int, norm: bool | None = None) -> dict:
-    """BLOCK_P rows x BLOCK_D channels: 4096 tile elements (2048 for fp64), 4 warps."""
+# (kernel kind, dtype class, BLOCK_D, NORM) -> (BLOCK_P, num_warps): the largest tiles that compile with 0
+# spills on sm_80 and sm_90 (tools/tune_attention_blocks.py --pool; checked by python -m fxkernels.aot)
+POOL_TILES = {
+    ("fwd", "f32", 32, False): (64, 4),
+    ("fwd", "f32", 32, True): (64, 4),
+    ("fwd", "f32", 64, False): (32, 4),
+    ("fwd", "f32", 64, True): (32, 4),
+    ("fwd", "f32", 128, False): (16, 4),
+    ("fwd", "f32", 128, True): (16, 4),
+    ("fwd", "f32", 256, False): (8, 4),
+    ("fwd", "f32", 256, True): (8, 4),
+    ("fwd", "f64", 32, False): (64, 4),
+    ("fwd", "f64", 32, True): (64, 4),
+    ("fwd", "f64", 64, False): (32, 4),
+    ("fwd", "f64", 64, True): (32, 4),
+    ("fwd", "f64", 128, False): (16, 4),
+    ("fwd", "f64", 128, True): (16, 4),
+    ("fwd", "f64", 256, False): (8, 4),
+    ("fwd", "f64", 256, True): (8, 4),
+    ("fwd", "half", 32, False): (64, 4),
+    ("fwd", "half", 32, True): (64, 4),
+    ("fwd", "half", 64, False): (32, 4),
+    ("fwd", "half", 64, True): (32, 4),
+    ("fwd", "half", 128, False): (16, 4),
+    ("fwd", "half", 128, True): (16, 4),
+    ("fwd", "half", 256, False): (4, 4),
+    ("fwd", "half", 256, True): (2, 4),
+    ("in", "f32", 32, None): (64, 4),
+    ("in", "f32", 64, None): (32, 4),
+    ("in", "f32", 128, None): (8, 4),
+    ("in", "f32", 256, None): (2, 4),
+    ("in", "f64", 32, None): (64, 4),
+    ("in", "f64", 64, None): (32, 4),
+    ("in", "f64", 128, None): (16, 4),
+    ("in", "f64", 256, None): (8, 4),
+    ("in", "half", 32, None): (64, 4),
+    ("in", "half", 64, None): (32, 4),
+    ("in", "half", 128, None): (8, 4),
+    ("in", "half", 256, None): (2, 4),
+    ("out", "f32", 32, False): (128, 4),
+    ("out", "f32", 32, True): (16, 4),
+    ("out", "f32", 64, False): (64, 4),
+    ("out", "f32", 64, True): (8, 4),
+    ("out", "f32", 128, False): (32, 4),
+    ("out", "f32", 128, True): (4, 4),
+    ("out", "f32", 256, False): (16, 4),
+    ("out", "f32", 256, True): (2, 4),
+    ("out", "f64", 32, False): (64, 4),
+    ("out", "f64", 32, True): (64, 4),
+    ("out", "f64", 64, False): (32, 4),
+    ("out", "f64", 64, True): (32, 4),
+    ("out", "f64", 128, False): (16, 4),
+    ("out", "f64", 128, True): (16, 4),
+    ("out", "f64", 256, False): (8, 4),
+    ("out", "f64", 256, True): (4, 4),
+    ("out", "half", 32, False): (128, 4),
+    ("out", "half", 32, True): (16, 4),
+    ("out", "half", 64, False): (64, 4),
+    ("out", "half", 64, True): (8, 4),
+    ("out", "half", 128, False): (32, 4),
+    ("out", "half", 128, True): (4, 4),
+    ("out", "half", 256, False): (16, 4),
+    ("out", "half", 256, True): (2, 4),
+}
+
+
+def pool_dtype_class(dtype: torch.dtype) -> str:
+    return {torch.float64: "f64", torch.float32: "f32"}.get(dtype, "half")
+
+
+def _meta(kind: str, dtype: torch.dtype, hd: int, norm: bool | None = None) -> dict:
+    """BLOCK_P rows x BLOCK_D channels of kernel `kind` ("fwd", "out": bwd_out, "in": bwd_in), POOL_TILES."""
     bd = max(POOL_BD_CLASSES[0], 1 << (hd - 1).bit_length())
-    tile = 2048 if dtype == torch.float64 else 4096
-    m = dict(BLOCK_P=tile // bd, BLOCK_D=bd, ACC=acc_dtype(dtype), num_warps=4, num_stages=1)
+    bp, warps = POOL_TILES[(kind, pool_dtype_class(dtype), bd, None if norm is None else bool(norm))]
+    m = dict(BLOCK_P=bp, BLOCK_D=bd, ACC=acc_dtype(dtype), num_warps=warps, num_stages=1)
     if norm is not None:
         m["NORM"] = bool(norm)
     return m
@@ -98,14 +168,17 @@ def pool_specs() -> list:
     for dtype in FLOAT_DTYPES:
         for bd in POOL_BD_CLASSES:
             for norm in (False, True):
-                m = _meta(dtype, bd, norm)
+                m = _meta("fwd", dtype, bd, norm)
                 specs.append(_spec(_attention_pool_fwd_kernel, dtype, m, ("stats_ptr",)))
-                acc = ("stats_ptr", "dz_ptr", "dwp_ptr", "dnwp_ptr", "dnbp_ptr")
-                specs.append(_spec(_attention_pool_bwd_out_kernel, dtype, m, acc))
+            acc = ("stats_ptr", "dz_ptr", "dwp_ptr", "dnwp_ptr", "dnbp_ptr")
+            specs.append(_spec(_attention_pool_bwd_out_kernel, dtype, _meta("out", dtype, bd, True), acc))
             # dz: the fp32 / fp64 scratch after a norm, else dy itself (one variant for fp32 / fp64)
             dz_ptrs = {TORCH_TO_SIG[dtype], TORCH_TO_SIG[acc_torch_dtype(dtype)]}
+            for sig in sorted(dz_ptrs):  # the tap pass: dy or the stored dz
+                m = _meta("out", dtype, bd, False)
+                specs.append(_spec(_attention_pool_bwd_out_kernel, dtype, m, acc, ptr_dtypes={"dy_ptr": sig}))
             for sig in sorted(dz_ptrs):
-                m = _meta(dtype, bd)
+                m = _meta("in", dtype, bd)
                 specs.append(_spec(_attention_pool_bwd_in_kernel, dtype, m, ptr_dtypes={"dz_ptr": sig}))
     return specs
 
@@ -189,7 +262,7 @@ def attention_pool_fwd_triton(x, weight, norm_weight, norm_bias, stride, thw, ha
     x = last_contiguous(x)
     check_i32(*x.stride(), (L - 1) * x.stride(2) + hd, B * nh * Lo)
     w = weight.contiguous()
-    m = _meta(x.dtype, hd, norm)
+    m = _meta("fwd", x.dtype, hd, norm)
     grid = (B * nh * cdiv(Lo, m["BLOCK_P"]),)
     nw, nb = (norm_weight, norm_bias) if norm else (w, w)
     hi, lo = split_scale(float(eps))
@@ -244,34 +317,60 @@ def attention_pool_bwd_triton(dy, x, weight, norm_weight, norm_bias, stats, stri
     w = weight.contiguous()
     stats = stats.contiguous()
     geom = _geom_args(c, thw, out, ks, stride, pad)
-    m = _meta(x.dtype, hd, norm)
+    dnp = torch.empty((2, 1), dtype=adt, device=x.device)
+    dz = torch.empty((1,), dtype=adt, device=x.device)
+    if norm:  # dz and the norm partials (the tap pass below reads dz)
+        mn = _meta("out", x.dtype, hd, True)
+        n_norm = B * nh * cdiv(Lo, mn["BLOCK_P"])
+        check_i32(n_norm * hd)
+        dz = torch.empty((B, nh, Lo, hd), dtype=adt, device=x.device)
+        dnp = torch.empty((2, n_norm, hd), dtype=adt, device=x.device)
+        launch(
+            _attention_pool_bwd_out_kernel,
+            (n_norm,),
+            dy,
+            x,
+            w,
+            norm_weight,
+            stats,
+            dz,
+            dz,
+            dnp[0],
+            dnp[1],
+            nh,
+            Lo,
+            hd,
+            *geom,
+            *x.stride()[:3],
+            *dy.stride()[:3],
+            **mn,
+        )
+    src = dz if norm else dy
+    m = _meta("out", x.dtype, hd, False)
     n_prog = B * nh * cdiv(Lo, m["BLOCK_P"])
     check_i32(n_prog * K * hd)
     dwp = torch.empty((n_prog, K, hd), dtype=adt, device=x.device)
-    dz = torch.empty((B, nh, Lo, hd) if norm else (1,), dtype=adt, device=x.device)
-    dnp = torch.empty((2, n_prog, hd) if norm else (2, 1), dtype=adt, device=x.device)
     launch(
         _attention_pool_bwd_out_kernel,
         (n_prog,),
-        dy,
+        src,
         x,
         w,
-        norm_weight if norm else w,
-        stats if norm else dz,
-        dz,
+        w,
         dwp,
-        dnp[0],
-        dnp[1],
+        dwp,
+        dwp,
+        dwp,
+        dwp,
         nh,
         Lo,
         hd,
         *geom,
         *x.stride()[:3],
-        *dy.stride()[:3],
+        *src.stride()[:3],
         **m,
     )
-    src = dz if norm else dy
-    mi = _meta(x.dtype, hd)
+    mi = _meta("in", x.dtype, hd)
     launch(
         _attention_pool_bwd_in_kernel,
         (B * nh * cdiv(L, mi["BLOCK_P"]),),

@@ -216,9 +216,9 @@ def _attention_pool_bwd_out_kernel(
     NORM: tl.constexpr,
     ACC: tl.constexpr,
 ):
-    """For BLOCK_P output rows of one (b, h): dz (NORM: the LayerNorm backward on z recomputed, stored; else dy)
-    and this program's partial sums dwp[pid, tap] = sum_o dz[o] x[n(o, tap)], dnwp[pid] = sum_o dy xhat,
-    dnbp[pid] = sum_o dy."""
+    """For BLOCK_P output rows of one (b, h). NORM: dz = the LayerNorm backward on z recomputed (stored) and
+    this program's partials dnwp[pid] = sum_o dy xhat, dnbp[pid] = sum_o dy. Else (dz = dy, or the stored dz
+    after a NORM launch): the partials dwp[pid, tap] = sum_o dz[o] x[n(o, tap)]."""
     pid = tl.program_id(0)
     bh, offs_o = _program_rows(Lo, BLOCK_P)
     offs_d = tl.arange(0, BLOCK_D)
@@ -268,22 +268,26 @@ def _attention_pool_bwd_out_kernel(
         tl.store(dnwp_ptr + pid * hd + offs_d, tl.sum(dyv * xhat, axis=0), mask=dmask)
         tl.store(dnbp_ptr + pid * hd + offs_d, tl.sum(dyv, axis=0), mask=dmask)
         tl.store(dz_ptr + row[:, None] * hd + offs_d[None, :], dz, mask=od)
-    ot, oh, ow = _coords(offs_o - c, Ho, Wo)
-    xd = x_base + offs_d[None, :]
-    dwp = dwp_ptr + pid.to(tl.int64) * (kt * kh * kw) * hd + offs_d
-    for dt in range(0, kt):
-        it = ot * st - pt + dt
-        okt = grid_row & (it >= 0) & (it < T)
-        for dh in range(0, kh):
-            ih = oh * sh - ph + dh
-            okh = okt & (ih >= 0) & (ih < H)
-            row_th = c + (it * H + ih) * W
-            for dw in range(0, kw):
-                iw = ow * sw - pw + dw
-                ok = okh & (iw >= 0) & (iw < W)
-                xv = tl.load(xd + (row_th + iw)[:, None] * sxm, mask=ok[:, None] & dmask[None, :], other=0.0)
-                tap = (dt * kh + dh) * kw + dw
-                tl.store(dwp + tap * hd, tl.sum(dz * xv.to(ACC), axis=0), mask=dmask)
+    else:
+        # the tap pass (the NORM variant only stores dz: both in one program would spill registers)
+        ot, oh, ow = _coords(offs_o - c, Ho, Wo)
+        xd = x_base + offs_d[None, :]
+        dwp = dwp_ptr + pid.to(tl.int64) * (kt * kh * kw) * hd + offs_d
+        for dt in range(0, kt):
+            it = ot * st - pt + dt
+            okt = grid_row & (it >= 0) & (it < T)
+            for dh in range(0, kh):
+                ih = oh * sh - ph + dh
+                okh = okt & (ih >= 0) & (ih < H)
+                row_th = c + (it * H + ih) * W
+                for dw in range(0, kw):
+                    iw = ow * sw - pw + dw
+                    ok = okh & (iw >= 0) & (iw < W)
+                    xv = tl.load(
+                        xd + (row_th + iw)[:, None] * sxm, mask=ok[:, None] & dmask[None, :], other=0.0
+                    )
+                    tap = (dt * kh + dh) * kw + dw
+                    tl.store(dwp + tap * hd, tl.sum(dz * xv.to(ACC), axis=0), mask=dmask)
 
 
 @kernel

@@ -26,11 +26,12 @@ Kernels (one 1-D grid each; the programs of one (b, h) are adjacent so its k, v 
 Every output element is written by one program (no atomics: deterministic). Accumulation is fp32 (fp64 for
 fp64 inputs), one rounding at the store (bf16 by bit arithmetic, round to nearest even, exact under
 ``TRITON_INTERPRET`` too); fp16 / bf16 products take P and dS rounded to the input dtype (as FlashAttention),
-fp32 ``tl.dot`` runs "ieee" unless PyTorch's fp32 matmul TF32 switch is on. ``scale`` goes in as an fp32
-pair ``hi + lo`` added in the accumulation dtype (Triton passes Python floats as fp32). ``BLOCK_D`` is the
-next power of two of ``hd`` (at least 32; masked), tile sizes per (kernel, dtype, ``BLOCK_D``) in
-``triton_common._blocks`` compile with 0 spills for sm_80 / sm_90 (``python -m fxkernels.aot --family
-attention``). Any strides on the first three axes of q, k, v, dO and rel (the last axis is made unit-stride
+fp32 ``tl.dot`` runs as 3xTF32 (fp32 accuracy on tensor cores) whatever PyTorch's TF32 switch says.
+``scale`` goes in as an fp32 pair ``hi + lo`` added in the accumulation dtype (Triton passes Python floats
+as fp32). ``BLOCK_D`` is the next power of two of ``hd`` (at least 32; masked), ``BLOCK_R`` 32 or 128 by
+``R = Tk+Hk+Wk``; the tile sizes per (kernel, dtype class, ``BLOCK_D``, bias class) in
+``triton_common.BLOCKS`` compile with 0 spills for sm_80 / sm_90 (``tools/tune_attention_blocks.py``,
+``python -m fxkernels.aot --family attention``). Any strides on the first three axes of q, k, v, dO and rel (the last axis is made unit-stride
 if it is not); (b, h) offsets are int64, the rest int32. Every runtime argument is unspecialised
 (``fxkernels._triton_utils.kernel``) and the launch configurations come from the same functions as
 ``aot_specs()``, so the AOT-compiled binaries are exactly what runs. Empty inputs launch nothing.
@@ -40,7 +41,7 @@ from __future__ import annotations
 
 import torch
 
-from fxkernels._triton_utils import DTYPE_VARIANTS, KernelSpec, acc_torch_dtype
+from fxkernels._triton_utils import DTYPE_VARIANTS, FLOAT_DTYPES, KernelSpec, acc_torch_dtype
 
 from .pool_triton import (
     attention_pool_bwd_triton,
@@ -49,7 +50,7 @@ from .pool_triton import (
     pool_specs,
 )
 from .triton_bwd import _attention_bwd_col_kernel, _attention_bwd_row_kernel, attention_bwd_triton
-from .triton_common import BD_CLASSES, BR_CLASSES, MAX_HD, MAX_R, meta, spec
+from .triton_common import BD_CLASSES, BR_CLASSES, MAX_HD, MAX_R, meta, spec, unsupported
 from .triton_fwd import _attention_fwd_kernel, attention_fwd_triton
 
 KERNELS = (
@@ -61,9 +62,13 @@ KERNELS = (
 
 def attention_specs() -> list[KernelSpec]:
     specs = []
-    for dtype, prec in DTYPE_VARIANTS:
+    # fp32 has one binary per class (3xTF32 whatever the TF32 switch says: triton_common.kernel_prec)
+    for dtype in FLOAT_DTYPES:
+        prec = "ieee"
         for bd in BD_CLASSES:
             for has_rel, br in [(False, BR_CLASSES[0])] + [(True, br) for br in BR_CLASSES]:
+                if unsupported(dtype, bd, br if has_rel else None):
+                    continue  # no spill-free tiles: the launchers refuse it (triton_common.BLOCKS)
                 for kind, fn, acc in KERNELS:
                     specs.append(spec(fn, dtype, prec, meta(kind, dtype, prec, bd, has_rel, br), acc))
     return specs
@@ -89,6 +94,8 @@ def _attention_samples(dtype: torch.dtype) -> None:
             q = torch.zeros(1, 2, Lq, hd, dtype=dtype)
             k = torch.zeros(1, 1, 1, hd, dtype=dtype).expand(1, 2, Lk, hd)
             for rel in (None, torch.zeros(1, 2, Lq - c, sum(thw_k), dtype=adt)):
+                if unsupported(dtype, hd, None if rel is None else sum(thw_k)):
+                    continue
                 grid_k = list(thw_k) if rel is not None else [1, 1, Lk - c]
                 o, lse = attention_fwd_triton(q, k, k, rel, 0.125, grid_k, has_cls, True, False)
                 attention_bwd_triton(o, q, k, k, rel, o, lse, 0.125, grid_k, has_cls, True, False, True)
@@ -125,4 +132,5 @@ __all__ = [
     "attention_fwd_triton",
     "attention_pool_bwd_triton",
     "attention_pool_fwd_triton",
+    "unsupported",
 ]

@@ -23,7 +23,7 @@ from fxkernels._triton_utils import (
 
 MAX_HD = 256  # widest head (BLOCK_D 256)
 BD_CLASSES = (32, 64, 128, 256)  # BLOCK_D: next power of two of hd, at least 32 (tl.dot K >= 16)
-BR_CLASSES = (32, 64, 128)  # BLOCK_R: next power of two of R = Tk + Hk + Wk, at least 32
+BR_CLASSES = (32, 128)  # BLOCK_R: 32 for R = Tk + Hk + Wk <= 32 (MViT with kv pooling), else 128
 MAX_R = BR_CLASSES[-1]
 
 
@@ -112,10 +112,11 @@ def dtype_class(dtype: torch.dtype) -> str:
 
 
 def kernel_prec(dtype: torch.dtype, prec: str) -> str:
-    """tl.dot input precision of the GEMMs: fp32 "ieee" (PyTorch's TF32 switch off) runs as 3xTF32 (about
-    fp32 accuracy on tensor cores; FMA products of whole head-width tiles would not fit in registers), "tf32"
-    when the switch is on; fp64 / fp16 / bf16 ignore it."""
-    return "tf32x3" if (dtype == torch.float32 and prec == "ieee") else prec
+    """tl.dot input precision of the GEMMs: fp32 runs as 3xTF32 (about fp32 accuracy on tensor cores; FMA
+    products of whole head-width tiles would not fit in registers) whatever PyTorch's TF32 switch says, so one
+    fp32 binary per launch class is compiled; fp64 / fp16 / bf16 ignore it."""
+    del prec
+    return "tf32x3" if dtype == torch.float32 else "ieee"
 
 
 def bd_class(hd: int) -> int:
@@ -123,54 +124,77 @@ def bd_class(hd: int) -> int:
 
 
 def br_class(R: int) -> int:
-    return max(BR_CLASSES[0], next_pow2(R))
+    return next((b for b in BR_CLASSES if R <= b), BR_CLASSES[-1])  # R > MAX_R: refused by check_rel
 
 
-# (kind, dtype class, BLOCK_D) -> (BLOCK_M, BLOCK_N, num_warps, num_stages) without / with the bias: the
-# largest tiles found to compile with 0 spills on sm_80 and sm_90 (python -m fxkernels.aot --family attention)
+# (kind, dtype class, BLOCK_D) -> (BLOCK_M, BLOCK_N, num_warps, num_stages) without the bias, with BLOCK_R 32
+# and with BLOCK_R 128: the largest tiles of a ladder that compile with 0 spills on sm_80 and sm_90 (found by
+# tools/tune_attention_blocks.py; checked by python -m fxkernels.aot --family attention). None: no tile of the
+# ladder fits (fp32's 3xTF32 operand splits and fp64 at wide heads keep whole head-width tiles in registers);
+# those classes are not compiled and `unsupported` names them.
 BLOCKS = {
-    ("fwd", "half", 32): ((64, 64, 4, 2), (64, 64, 4, 2)),
-    ("fwd", "half", 64): ((64, 64, 4, 2), (64, 64, 4, 2)),
-    ("fwd", "half", 128): ((64, 32, 4, 2), (64, 32, 4, 2)),
-    ("fwd", "half", 256): ((32, 32, 8, 1), (32, 32, 8, 1)),
-    ("fwd", "f32", 32): ((64, 32, 4, 1), (64, 32, 4, 1)),
-    ("fwd", "f32", 64): ((64, 32, 4, 1), (64, 32, 4, 1)),
-    ("fwd", "f32", 128): ((32, 32, 4, 1), (32, 32, 4, 1)),
-    ("fwd", "f32", 256): ((32, 16, 8, 1), (32, 16, 8, 1)),
-    ("fwd", "f64", 32): ((32, 32, 4, 1), (32, 32, 4, 1)),
-    ("fwd", "f64", 64): ((32, 16, 4, 1), (32, 16, 4, 1)),
-    ("fwd", "f64", 128): ((16, 16, 4, 1), (16, 16, 4, 1)),
-    ("fwd", "f64", 256): ((16, 16, 8, 1), (16, 16, 8, 1)),
-    ("row", "half", 32): ((64, 32, 4, 1), (64, 32, 4, 1)),
-    ("row", "half", 64): ((64, 32, 4, 1), (64, 32, 4, 1)),
-    ("row", "half", 128): ((32, 32, 4, 1), (32, 32, 4, 1)),
-    ("row", "half", 256): ((16, 32, 8, 1), (16, 32, 8, 1)),
-    ("row", "f32", 32): ((32, 32, 4, 1), (32, 32, 4, 1)),
-    ("row", "f32", 64): ((32, 32, 4, 1), (32, 32, 4, 1)),
-    ("row", "f32", 128): ((32, 16, 4, 1), (32, 16, 4, 1)),
-    ("row", "f32", 256): ((16, 16, 8, 1), (16, 16, 8, 1)),
-    ("row", "f64", 32): ((32, 16, 4, 1), (32, 16, 4, 1)),
-    ("row", "f64", 64): ((16, 16, 4, 1), (16, 16, 4, 1)),
-    ("row", "f64", 128): ((16, 16, 4, 1), (16, 16, 4, 1)),
-    ("row", "f64", 256): ((16, 16, 8, 1), (16, 16, 8, 1)),
-    ("col", "half", 32): ((32, 64, 4, 1), (32, 64, 4, 1)),
-    ("col", "half", 64): ((32, 64, 4, 1), (32, 64, 4, 1)),
-    ("col", "half", 128): ((32, 32, 4, 1), (32, 32, 4, 1)),
-    ("col", "half", 256): ((16, 32, 8, 1), (16, 32, 8, 1)),
-    ("col", "f32", 32): ((32, 32, 4, 1), (32, 32, 4, 1)),
-    ("col", "f32", 64): ((32, 32, 4, 1), (32, 32, 4, 1)),
-    ("col", "f32", 128): ((16, 32, 4, 1), (16, 32, 4, 1)),
-    ("col", "f32", 256): ((16, 16, 8, 1), (16, 16, 8, 1)),
-    ("col", "f64", 32): ((16, 32, 4, 1), (16, 32, 4, 1)),
-    ("col", "f64", 64): ((16, 16, 4, 1), (16, 16, 4, 1)),
-    ("col", "f64", 128): ((16, 16, 4, 1), (16, 16, 4, 1)),
-    ("col", "f64", 256): ((16, 16, 8, 1), (16, 16, 8, 1)),
+    ("fwd", "f32", 32): ((64, 32, 4, 2), (32, 32, 4, 1), (16, 32, 8, 1)),
+    ("fwd", "f32", 64): ((32, 32, 4, 1), (32, 32, 4, 1), (16, 32, 8, 1)),
+    ("fwd", "f32", 128): ((16, 32, 8, 1), (16, 32, 8, 1), (16, 32, 8, 1)),
+    ("fwd", "f32", 256): (None, None, None),
+    ("fwd", "f64", 32): ((64, 64, 4, 2), (32, 32, 4, 1), (32, 32, 4, 1)),
+    ("fwd", "f64", 64): ((32, 32, 4, 1), (32, 32, 4, 1), (16, 32, 8, 1)),
+    ("fwd", "f64", 128): ((32, 32, 8, 1), (32, 32, 8, 1), (16, 32, 8, 1)),
+    ("fwd", "f64", 256): ((16, 32, 8, 1), (16, 32, 8, 1), None),
+    ("fwd", "half", 32): ((64, 64, 4, 2), (64, 64, 4, 2), (64, 64, 4, 2)),
+    ("fwd", "half", 64): ((64, 64, 4, 2), (64, 32, 4, 2), (64, 32, 4, 2)),
+    ("fwd", "half", 128): ((64, 32, 8, 1), (64, 32, 8, 1), (64, 32, 8, 1)),
+    ("fwd", "half", 256): ((32, 32, 8, 1), (32, 32, 8, 1), (32, 32, 8, 1)),
+    ("row", "f32", 32): ((32, 16, 8, 1), (16, 16, 8, 1), (16, 16, 8, 1)),
+    ("row", "f32", 64): ((32, 16, 8, 1), (16, 16, 8, 1), None),
+    ("row", "f32", 128): ((16, 32, 8, 1), None, None),
+    ("row", "f32", 256): (None, None, None),
+    ("row", "f64", 32): ((64, 32, 4, 1), (64, 32, 8, 1), None),
+    ("row", "f64", 64): ((32, 32, 4, 1), (32, 16, 8, 1), None),
+    ("row", "f64", 128): ((32, 32, 8, 1), (16, 32, 8, 1), None),
+    ("row", "f64", 256): (None, None, None),
+    ("row", "half", 32): ((64, 64, 4, 2), (64, 32, 4, 2), (32, 32, 8, 1)),
+    ("row", "half", 64): ((32, 32, 4, 1), (32, 32, 8, 1), (32, 32, 8, 1)),
+    ("row", "half", 128): ((32, 32, 8, 1), (32, 16, 8, 1), (32, 16, 8, 1)),
+    ("row", "half", 256): ((16, 32, 8, 1), (16, 32, 8, 1), (16, 16, 8, 1)),
+    ("col", "f32", 32): ((32, 16, 8, 1), (32, 16, 8, 1), None),
+    ("col", "f32", 64): ((16, 32, 8, 1), (16, 32, 8, 1), None),
+    ("col", "f32", 128): (None, None, None),
+    ("col", "f32", 256): (None, None, None),
+    ("col", "f64", 32): ((32, 32, 4, 1), (32, 32, 8, 1), (32, 16, 8, 1)),
+    ("col", "f64", 64): ((32, 32, 4, 1), (32, 32, 8, 1), (32, 16, 8, 1)),
+    ("col", "f64", 128): ((32, 32, 8, 1), (32, 16, 8, 1), (16, 16, 8, 1)),
+    ("col", "f64", 256): (None, None, None),
+    ("col", "half", 32): ((64, 32, 4, 1), (32, 32, 4, 1), (32, 16, 8, 1)),
+    ("col", "half", 64): ((64, 32, 4, 1), (32, 32, 4, 1), (32, 16, 8, 1)),
+    ("col", "half", 128): ((64, 32, 4, 1), (32, 32, 4, 1), (16, 16, 8, 1)),
+    ("col", "half", 256): ((64, 32, 8, 1), (32, 32, 8, 1), (16, 16, 8, 1)),
 }
+
+
+def _rel_class(has_rel: bool, br: int) -> int:
+    return BR_CLASSES.index(br) + 1 if has_rel else 0
+
+
+def unsupported(dtype: torch.dtype, hd: int, R: int | None) -> str | None:
+    """None if the three kernels have spill-free tiles for (dtype, hd, bias width R or None), else why not."""
+    bd = bd_class(hd)
+    cls = 0 if R is None else _rel_class(True, br_class(R))
+    if all(BLOCKS[(kind, dtype_class(dtype), bd)][cls] is not None for kind in ("fwd", "row", "col")):
+        return None
+    what = "without a bias" if R is None else f"with a bias of Tk+Hk+Wk = {R} (BLOCK_R {br_class(R)})"
+    return (
+        f"the triton backend has no spill-free tiles for {str(dtype).removeprefix('torch.')} at head width "
+        f"hd={hd} (BLOCK_D {bd}) {what}: fp16 / bf16 take every head width and bias up to hd 256"
+    )
 
 
 def meta(kind: str, dtype: torch.dtype, prec: str, bd: int, has_rel: bool, br: int = BR_CLASSES[0]) -> dict:
     """The constexprs and launch options of one kernel launch (also what ``aot_specs`` compiles)."""
-    bm, bn, warps, stages = BLOCKS[(kind, dtype_class(dtype), bd)][int(bool(has_rel))]
+    cfg = BLOCKS[(kind, dtype_class(dtype), bd)][_rel_class(has_rel, br)]
+    if cfg is None:
+        raise ValueError(f"attention (triton): no spill-free {kind} tiles for {dtype} BLOCK_D {bd}")
+    bm, bn, warps, stages = cfg
     m = dict(
         BLOCK_M=bm,
         BLOCK_N=bn,

@@ -29,6 +29,7 @@ from .triton_common import (
     meta,
     need,
     scale_args,
+    unsupported,
 )
 
 
@@ -138,6 +139,8 @@ def fwd_launch_args(q, k, v, rel, scale, thw_k, has_cls, add_q, add_q_cls):
     R = check_rel(rel, q, thw_k, has_cls, Lk)
     c = int(bool(has_cls))
     need(Lq >= c, f"has_cls=True needs a cls row in q, got Lq = {Lq}")
+    why = unsupported(q.dtype, hd, R if rel is not None else None)
+    need(why is None, str(why))
     q, k, v = last_contiguous(q), last_contiguous(k), last_contiguous(v)
     rel = last_contiguous(rel) if rel is not None else None
     check_offsets(q, k, v, *([rel] if rel is not None else []))
