@@ -173,7 +173,10 @@ def test_gradcheck_fp64(device, backend, norm):
         ((3, 3, 2), (1, 3, 3), (2, 1, 1), False),
     ):
         inputs = make(1, 2, thw, 5, kernel, has_cls, norm, True)
-        assert gradcheck(pool_fn(stride, thw, has_cls, backend, y_only=True), inputs, eps=1e-6, atol=1e-7)
+        # fast mode (random directions) for the Triton interpreter, which runs every program in Python
+        fast = backend == "triton"
+        fn = pool_fn(stride, thw, has_cls, backend, y_only=True)
+        assert gradcheck(fn, inputs, eps=1e-6, atol=1e-7, fast_mode=fast)
 
 
 @pytest.mark.parametrize("device,backend", FUSED)
