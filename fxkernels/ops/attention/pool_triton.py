@@ -15,15 +15,17 @@ next power of two of hd):
   registers, ``y = (z - mean) rstd nw + nb``; stores y and (NORM) ``stats = (mean, rstd)``.
 * ``_attention_pool_bwd_out_kernel`` (per output rows): with NORM recomputes z and
   ``dz = rstd (g - mean(g) - xhat mean(g xhat))``, ``g = dy nw``, ``xhat = (z - mean) rstd``, stores dz (fp32 /
-  fp64 scratch) and the program's partial sums of ``dnw = sum dy xhat`` and ``dnb = sum dy``; without NORM
-  ``dz = dy``. Then the partial ``dw[tap] = sum_o dz[o] x[n(o, tap)]`` of its rows (a second loop over taps).
+  fp64 scratch) and the program's partial sums of ``dnw = sum dy xhat`` and ``dnb = sum dy``. Without NORM
+  (``dz = dy``, or a second launch on the stored dz) the partial ``dw[tap] = sum_o dz[o] x[n(o, tap)]`` of its
+  rows: two launches with a norm because one program doing both spills registers.
 * ``_attention_pool_bwd_in_kernel`` (per input rows): ``dx[n] = sum_taps w[:, tap] dz[o(n, tap)]`` through
   the inverse index map (``o = (n + pad - tap) / stride`` on each axis where that divides and lands in the
   output grid), ``dx = dz`` for the cls row: a gather, no atomics.
 
 The per-program partials of dw / dnw / dnb are summed by torch in a fixed order: deterministic. Accumulation in
 fp32 (fp64 for fp64), one rounding at the store. Runtime kernel sizes, strides and grids (one compiled variant per
-dtype, ``BLOCK_D`` and NORM, listed by ``pool_specs``); x and dy take any strides on their first 3 axes.
+dtype, ``BLOCK_D`` and NORM, tiles from ``POOL_TILES``, listed by ``pool_specs``); x and dy take any strides on
+their first 3 axes.
 """
 
 from __future__ import annotations
