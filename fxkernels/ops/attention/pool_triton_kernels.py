@@ -26,6 +26,17 @@ def _coords(g, H, W):
 
 
 @triton.jit
+def _tap_row(ot, oh, ow, grid_row, dt, dh, dw, c, T, H, W, st, sh, sw, pt, ph, pw):
+    """(the input row tap (dt, dh, dw) of output grid coordinates (ot, oh, ow) reads, whether it lies in the
+    grid): an input row outside the grid is the zero padding (a masked load)."""
+    it = ot * st - pt + dt
+    ih = oh * sh - ph + dh
+    iw = ow * sw - pw + dw
+    ok = grid_row & (it >= 0) & (it < T) & (ih >= 0) & (ih < H) & (iw >= 0) & (iw < W)
+    return c + (it * H + ih) * W + iw, ok
+
+
+@triton.jit
 def _pooled(
     x_base,
     sxm,
@@ -59,16 +70,10 @@ def _pooled(
     wd = w_ptr + offs_d * (kt * kh * kw)
     z = tl.load(xd + offs_o[:, None] * sxm, mask=cls_row[:, None] & dmask[None, :], other=0.0).to(ACC)
     for dt in range(0, kt):
-        it = ot * st - pt + dt
-        okt = grid_row & (it >= 0) & (it < T)
         for dh in range(0, kh):
-            ih = oh * sh - ph + dh
-            okh = okt & (ih >= 0) & (ih < H)
-            row_th = c + (it * H + ih) * W
             for dw in range(0, kw):
-                iw = ow * sw - pw + dw
-                ok = okh & (iw >= 0) & (iw < W)
-                xv = tl.load(xd + (row_th + iw)[:, None] * sxm, mask=ok[:, None] & dmask[None, :], other=0.0)
+                n, ok = _tap_row(ot, oh, ow, grid_row, dt, dh, dw, c, T, H, W, st, sh, sw, pt, ph, pw)
+                xv = tl.load(xd + n[:, None] * sxm, mask=ok[:, None] & dmask[None, :], other=0.0)
                 wv = tl.load(wd + ((dt * kh + dh) * kw + dw), mask=dmask, other=0.0)
                 z += xv.to(ACC) * wv.to(ACC)[None, :]
     return z
@@ -274,18 +279,10 @@ def _attention_pool_bwd_out_kernel(
         xd = x_base + offs_d[None, :]
         dwp = dwp_ptr + pid.to(tl.int64) * (kt * kh * kw) * hd + offs_d
         for dt in range(0, kt):
-            it = ot * st - pt + dt
-            okt = grid_row & (it >= 0) & (it < T)
             for dh in range(0, kh):
-                ih = oh * sh - ph + dh
-                okh = okt & (ih >= 0) & (ih < H)
-                row_th = c + (it * H + ih) * W
                 for dw in range(0, kw):
-                    iw = ow * sw - pw + dw
-                    ok = okh & (iw >= 0) & (iw < W)
-                    xv = tl.load(
-                        xd + (row_th + iw)[:, None] * sxm, mask=ok[:, None] & dmask[None, :], other=0.0
-                    )
+                    n, ok = _tap_row(ot, oh, ow, grid_row, dt, dh, dw, c, T, H, W, st, sh, sw, pt, ph, pw)
+                    xv = tl.load(xd + n[:, None] * sxm, mask=ok[:, None] & dmask[None, :], other=0.0)
                     tap = (dt * kh + dh) * kw + dw
                     tl.store(dwp + tap * hd, tl.sum(dz * xv.to(ACC), axis=0), mask=dmask)
 
