@@ -139,6 +139,11 @@ def compile_one(family: str, index: int, arch: int) -> dict:
     return compile_spec(spec, arch, row)
 
 
+# the largest shared memory one block may use (opt-in dynamic + static), per compute capability: a kernel
+# above it compiles but fails to launch ("out of resources"), so the check counts it as an error
+MAX_SHARED = {80: 166912, 86: 101376, 87: 166912, 89: 101376, 90: 232448}
+
+
 def compile_spec(spec, arch: int, row: dict | None = None) -> dict:
     """Compile one KernelSpec for ``arch`` and run ptxas -v on it; returns (or fills) a table row: kernel,
     dtype, config, regs, spill bytes, shared memory, compile times, or ``error`` (never raises)."""
@@ -190,6 +195,11 @@ def compile_spec(spec, arch: int, row: dict | None = None) -> dict:
             raise RuntimeError(f"could not parse ptxas output:\n{res.stdout}{res.stderr}")
         row.update(info)
         row["shared"] += info["static_smem"]
+        limit = MAX_SHARED.get(arch)
+        if limit is not None and row["shared"] > limit:
+            raise RuntimeError(
+                f"{row['shared']} B of shared memory > the {limit} B a block may use on sm_{arch}"
+            )
         row["error"] = None
     except Exception as e:  # noqa: BLE001 - reported in the table
         row["error"] = f"{type(e).__name__}: {e}"[:4000]

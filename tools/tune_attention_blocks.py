@@ -1,11 +1,13 @@
 """Find the attention Triton kernels' tile table (fxkernels/ops/attention/triton_common.BLOCKS).
 
-    python tools/tune_attention_blocks.py [-j N] [--kinds fwd,row,col] [--classes half,f32,f64]
+    python tools/tune_attention_blocks.py [-j N] [--kinds fwd,row,col] [--classes half,f32,f64] [--fill]
 
 For every (kernel kind, dtype class, BLOCK_D) and bias class (none, BLOCK_R 32, BLOCK_R 128) it walks a ladder
 of (BLOCK_M, BLOCK_N, num_warps, num_stages) from the largest tile down and keeps the first that compiles
 with 0 register spills for sm_90 and sm_80 in every dtype of the class (fxkernels.aot.compile_spec). A wider
 head or bias never gets a larger tile than a narrower one, so each chain starts where the previous stopped.
+Where no whole-head tile fits, it walks CHUNK_LADDER: the same tiles with the head axis contracted in
+BLOCK_DC-wide chunks (64, then 32). `--fill` keeps the current table and searches only its None entries.
 Prints the BLOCKS literal to paste into triton_common.py. Needs no GPU; about 10 minutes on 2 cores.
 """
 
@@ -30,6 +32,8 @@ LADDER = [
     (16, 16, 8, 1),
     (16, 16, 4, 1),
 ]
+# short: a class gets here only when even the smallest whole-head tile spilled
+CHUNK_LADDER = [(bm, bn, 8, 1, dc) for dc in (64, 32) for bm, bn in ((32, 32), (16, 32), (16, 16))]
 CLASS_DTYPES = {
     "half": (torch.bfloat16, torch.float16),
     "f32": (torch.float32,),
@@ -82,13 +86,39 @@ def _chain(kind: str, dclass: str) -> dict:
                     break
                 i += 1
             if i == len(LADDER):
-                picks.append(None)
+                picks.append(_chunked(kind, dclass, bd, rel_cls))
                 i = len(LADDER) - 1
             else:
                 picks.append(LADDER[i])
             start_by_rel[rel_cls] = i
             start = i
         out[(kind, dclass, bd)] = tuple(picks)
+    return out
+
+
+def _chunked(kind: str, dclass: str, bd: int, rel_cls: int):
+    """The first CHUNK_LADDER tile (BLOCK_DC < BLOCK_D) that fits, or None."""
+    for cfg in CHUNK_LADDER:
+        if cfg[4] >= bd:
+            continue
+        ok, why = _fits(kind, dclass, bd, rel_cls, cfg)
+        print(f"{kind} {dclass} BD{bd} rel{rel_cls} {cfg}: {'ok' if ok else 'no'} ({why})", flush=True)
+        if ok:
+            return cfg
+    return None
+
+
+def _fill(kind: str, dclass: str) -> dict:
+    """The current BLOCKS entries of (kind, dclass) with their None bias classes searched in CHUNK_LADDER."""
+    from fxkernels.ops.attention import triton_common as C
+
+    out = {}
+    for bd in C.BD_CLASSES:
+        key = (kind, dclass, bd)
+        out[key] = tuple(
+            cfg if cfg is not None else _chunked(kind, dclass, bd, rel_cls)
+            for rel_cls, cfg in enumerate(C.BLOCKS[key])
+        )
     return out
 
 
@@ -149,12 +179,14 @@ def main(argv=None) -> int:
     ap.add_argument("--kinds", default="fwd,row,col")
     ap.add_argument("--classes", default="half,f32,f64")
     ap.add_argument("--pool", action="store_true", help="tune attention_pool's POOL_TILES instead")
+    ap.add_argument("--fill", action="store_true", help="search only the None entries of the current table")
     ns = ap.parse_args(argv)
     kinds = "fwd,out,in" if ns.pool and ns.kinds == "fwd,row,col" else ns.kinds
     chains = [(k, c) for k in kinds.split(",") for c in ns.classes.split(",")]
     table = {}
     with cf.ProcessPoolExecutor(max_workers=ns.jobs, mp_context=mp.get_context("fork")) as ex:
-        for res in ex.map(_pool_chain if ns.pool else _chain, *zip(*chains)):
+        fn = _pool_chain if ns.pool else (_fill if ns.fill else _chain)
+        for res in ex.map(fn, *zip(*chains)):
             table.update(res)
     if ns.pool:
         print("POOL_TILES = {")

@@ -120,6 +120,7 @@ def test_matches_reference_fp64(B, nh, thw_q, thw_k, hd, has_cls, add_q, add_q_c
     [
         pytest.param((2, 3, 3), (2, 2, 2), 64, True, id="mvit-cls-hd64"),
         pytest.param((1, 3, 5), (2, 5, 5), 96, False, id="lq15-lt-lk50-hd96"),
+        pytest.param((1, 2, 3), (1, 3, 3), 200, True, id="hd200-head-chunks"),
     ],
 )
 def test_matches_reference_fp32(thw_q, thw_k, hd, has_cls):
@@ -190,6 +191,30 @@ def test_gradcheck_fp64():
 def test_deterministic(dtype):
     """Two identical runs are bitwise equal, forward and backward (every output row owned by one program)."""
     inp = make(2, 2, (2, 3, 3), (2, 5, 3), 32, True, dtype)
+    assert_deterministic(partial(triton_attention, add_q=True), inp)
+
+
+@pytest.mark.parametrize(
+    "dtype,hd,tables",
+    [
+        pytest.param(torch.float32, 256, False, id="fp32-hd256-plain"),
+        pytest.param(torch.float32, 128, True, id="fp32-hd128-bias"),
+        pytest.param(torch.float64, 256, True, id="fp64-hd256-bias"),
+    ],
+)
+def test_head_chunked_classes(dtype, hd, tables):
+    """The classes whose whole-head tiles spill run head-chunked (BLOCK_DC < BLOCK_D: each program owns a slice
+    of the outputs' head columns, triton_common.BLOCKS): at least one of the three launches is chunked, and
+    the outputs and gradients match the fp64 reference."""
+    from fxkernels.ops.attention.triton_common import bd_class, meta
+
+    bd = bd_class(hd)
+    chunked = [
+        m["BLOCK_DC"] < bd for m in (meta(kind, dtype, "ieee", bd, tables) for kind in ("fwd", "row", "col"))
+    ]
+    assert any(chunked), chunked
+    inp = make(1, 2, (2, 2, 3), (1, 3, 2), hd, True, dtype, "heads-last", tables=tables)
+    check_op(partial(triton_attention, add_q=True), partial(attention_ref, add_q=True), inp)
     assert_deterministic(partial(triton_attention, add_q=True), inp)
 
 

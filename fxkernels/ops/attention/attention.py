@@ -246,9 +246,9 @@ def attention(
             on CPU tensors, without tables to torch SDPA (its flash kernel, faster than ours there:
             benchmarks/bench_attention.py) and with tables to the cpu kernel (SDPA would fall back to its
             unfused math kernel for a bias that needs a gradient). hd > 256 uses the reference. The Triton
-            tiles do not take fp32 with hd > 64, fp64 with hd > 128, or fp32 / fp64 with Tk+Hk+Wk > 32
-            (README "Triton precision and tiles"): "auto" runs those through SDPA with the bias
-            materialised on CUDA, backend="triton" raises a ValueError naming the class.
+            tiles do not take fp32 / fp64 with Tk+Hk+Wk > 32 (README "Triton precision and tiles"):
+            "auto" runs those through SDPA with the bias materialised on CUDA, backend="triton" raises a
+            ValueError naming the class.
     Returns:
         (B, nh, Lq, hd) in q's dtype (fp32 accumulation; fp64 for fp64). Differentiable w.r.t. q, k, v and the
         tables; the fused backward is deterministic (a row pass for dq and the bias rows, a column pass for

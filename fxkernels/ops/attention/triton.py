@@ -9,7 +9,8 @@ Launchers (the kit op's backend contract):
     attention_pool_bwd_triton(dy, x, weight, norm_weight, norm_bias, stats, stride, thw, has_cls, eps)
         -> (dx, dw, dnw, dnb)                                              pool_triton.py (kernels there)
 
-Kernels (one 1-D grid each; the programs of one (b, h) are adjacent so its k, v or q, dO stay in L2):
+Kernels (the programs of one (b, h) are adjacent on grid axis 0 so its k, v or q, dO stay in L2; axis 1 is
+the head slice of the head-chunked classes, size 1 otherwise):
 
 * ``_attention_fwd_kernel``: one program per (b, h, ``BLOCK_M`` query rows): flash attention with the online
   softmax over ``BLOCK_N`` key tiles, ``S = scale q k^T`` with ``tl.dot``, plus for grid rows / grid keys the
@@ -30,7 +31,8 @@ fp32 ``tl.dot`` runs as 3xTF32 (fp32 accuracy on tensor cores) whatever PyTorch'
 ``scale`` goes in as an fp32 pair ``hi + lo`` added in the accumulation dtype (Triton passes Python floats
 as fp32). ``BLOCK_D`` is the next power of two of ``hd`` (at least 32; masked), ``BLOCK_R`` 32 or 128 by
 ``R = Tk+Hk+Wk``; the tile sizes per (kernel, dtype class, ``BLOCK_D``, bias class) in
-``triton_common.BLOCKS`` compile with 0 spills for sm_80 / sm_90 (``tools/tune_attention_blocks.py``,
+``triton_common.BLOCKS`` (whole-head, or head-chunked with ``BLOCK_DC < BLOCK_D``: the head axis contracted
+in chunks, each program writing a ``BLOCK_DC`` slice of the outputs) compile with 0 spills for sm_80 / sm_90 (``tools/tune_attention_blocks.py``,
 ``python -m fxkernels.aot --family attention``). Any strides on the first three axes of q, k, v, dO and rel (the last axis is made unit-stride
 if it is not); (b, h) offsets are int64, the rest int32. Every runtime argument is unspecialised
 (``fxkernels._triton_utils.kernel``) and the launch configurations come from the same functions as

@@ -19,6 +19,7 @@ from fxkernels._triton_utils import (
 
 from .triton_common import (
     BR_CLASSES,
+    _dot_rows,
     _key_onehot,
     _load_rel,
     _onehot_dot,
@@ -76,6 +77,7 @@ def _attention_bwd_row_kernel(
     BLOCK_M: tl.constexpr,
     BLOCK_N: tl.constexpr,
     BLOCK_D: tl.constexpr,
+    BLOCK_DC: tl.constexpr,
     BLOCK_R: tl.constexpr,
     HAS_REL: tl.constexpr,
     ACC: tl.constexpr,
@@ -86,62 +88,92 @@ def _attention_bwd_row_kernel(
 ):
     """For BLOCK_M rows of one (b, h): delta_i = dO_i.(O_i - r_i q_i) (stored for the column pass),
     dq_i = scale sum_j dS_ij k_j + r_i dO_i, drel[i, bins(j)] += dS_ij, dS_ij = P_ij (dO_i.v_j - delta_i),
-    P recomputed from lse over BLOCK_N key tiles; the drel row is binned in registers as dS @ onehot."""
+    P recomputed from lse over BLOCK_N key tiles; the drel row is binned in registers as dS @ onehot.
+    BLOCK_DC < BLOCK_D: q k^T and dO v^T contracted in chunks, dq for the head slice pid_d (delta and drel
+    stored by slice 0)."""
     DT = dq_ptr.dtype.element_ty
     pid = tl.program_id(0)
+    pid_d = tl.program_id(1)
     nmb = tl.cdiv(Lq, BLOCK_M)
     bh = pid // nmb
     b = (bh // nh).to(tl.int64)
     h = (bh % nh).to(tl.int64)
     scale = tl.cast(scale_hi, ACC) + tl.cast(scale_lo, ACC)
     offs_m = (pid % nmb) * BLOCK_M + tl.arange(0, BLOCK_M)
-    offs_d = tl.arange(0, BLOCK_D)
+    offs_o = tl.arange(0, BLOCK_DC)  # the head columns of dq this program writes
+    if BLOCK_DC < BLOCK_D:
+        offs_o += pid_d * BLOCK_DC
     mmask = offs_m < Lq
-    dmask = offs_d < hd
-    md = mmask[:, None] & dmask[None, :]
+    md = mmask[:, None] & (offs_o < hd)[None, :]
+    q_base = q_ptr + b * sqb + h * sqh
+    do_base = do_ptr + b * sdb + h * sdh
     k_base = k_ptr + b * skb + h * skh
     v_base = v_ptr + b * svb + h * svh
     if HAS_REL:
         rel_q = _load_rel(rel_ptr + b * srb + h * srh, srm, offs_m, c, Lq, R, BLOCK_R, False)
-    q = tl.load(q_ptr + b * sqb + h * sqh + offs_m[:, None] * sqm + offs_d[None, :], mask=md, other=0.0)
-    do = tl.load(do_ptr + b * sdb + h * sdh + offs_m[:, None] * sdm + offs_d[None, :], mask=md, other=0.0)
     row = bh.to(tl.int64) * Lq + offs_m
-    o = tl.load(o_ptr + row[:, None] * hd + offs_d[None, :], mask=md, other=0.0).to(ACC)
     res = (add_q != 0) & ((offs_m >= c) | (add_q_cls != 0))
-    o -= tl.where(res[:, None], q.to(ACC), 0.0)
-    delta = tl.sum(do.to(ACC) * o, axis=1)
-    tl.store(delta_ptr + row, delta, mask=mmask)
+    # whole head width: q, dO stay in registers; chunked: this program's slice (dq's residual term)
+    q = tl.load(q_base + offs_m[:, None] * sqm + offs_o[None, :], mask=md, other=0.0)
+    do = tl.load(do_base + offs_m[:, None] * sdm + offs_o[None, :], mask=md, other=0.0)
+    if BLOCK_DC == BLOCK_D:
+        o = tl.load(o_ptr + row[:, None] * hd + offs_o[None, :], mask=md, other=0.0).to(ACC)
+        o -= tl.where(res[:, None], q.to(ACC), 0.0)
+        delta = tl.sum(do.to(ACC) * o, axis=1)
+    else:
+        delta = tl.zeros([BLOCK_M], dtype=ACC)
+        for d0 in tl.static_range(0, BLOCK_D, BLOCK_DC):
+            od = d0 + tl.arange(0, BLOCK_DC)
+            mc = mmask[:, None] & (od < hd)[None, :]
+            qc = tl.load(q_base + offs_m[:, None] * sqm + od[None, :], mask=mc, other=0.0).to(ACC)
+            dc = tl.load(do_base + offs_m[:, None] * sdm + od[None, :], mask=mc, other=0.0).to(ACC)
+            oc = tl.load(o_ptr + row[:, None] * hd + od[None, :], mask=mc, other=0.0).to(ACC)
+            delta += tl.sum(dc * (oc - tl.where(res[:, None], qc, 0.0)), axis=1)
+    tl.store(delta_ptr + row, delta, mask=mmask & (pid_d == 0))
     lse = tl.load(lse_ptr + row, mask=mmask, other=0.0)
-    dq = tl.zeros([BLOCK_M, BLOCK_D], dtype=ACC)
+    dq = tl.zeros([BLOCK_M, BLOCK_DC], dtype=ACC)
     drel = tl.zeros([BLOCK_M, BLOCK_R], dtype=ACC)
     for n0 in range(0, Lk, BLOCK_N):
         offs_n = n0 + tl.arange(0, BLOCK_N)
         nmask = offs_n < Lk
-        kvm = nmask[:, None] & dmask[None, :]
-        kt = tl.load(k_base + offs_n[:, None] * skn + offs_d[None, :], mask=kvm, other=0.0)
-        vt = tl.load(v_base + offs_n[:, None] * svn + offs_d[None, :], mask=kvm, other=0.0)
-        # [BLOCK_M, BLOCK_N] = [BLOCK_M, D] @ [D, BLOCK_N]
-        s = tl.dot(q, tl.trans(kt), input_precision=PREC, out_dtype=ACC) * scale
+        kvm = nmask[:, None] & (offs_o < hd)[None, :]
+        kt = tl.load(k_base + offs_n[:, None] * skn + offs_o[None, :], mask=kvm, other=0.0)
+        if BLOCK_DC == BLOCK_D:
+            vt = tl.load(v_base + offs_n[:, None] * svn + offs_o[None, :], mask=kvm, other=0.0)
+            # [BLOCK_M, BLOCK_N] = [BLOCK_M, D] @ [D, BLOCK_N]
+            s = tl.dot(q, tl.trans(kt), input_precision=PREC, out_dtype=ACC) * scale
+        else:
+            s = tl.zeros([BLOCK_M, BLOCK_N], dtype=ACC)
+            s = _dot_rows(
+                q_base, sqm, offs_m, mmask, k_base, skn, offs_n, nmask, hd, s, BLOCK_D, BLOCK_DC, PREC
+            )
+            s = s * scale
         if HAS_REL:
             # [BLOCK_M, BLOCK_N] += [BLOCK_M, BLOCK_R] @ [BLOCK_R, BLOCK_N]
             oh_t = _key_onehot(offs_n, c, Lk, Tk, Hk, Wk, BLOCK_R, OH_DT, True)
             s = _onehot_dot(rel_q, oh_t, s, True, RPREC, SPLIT)
         p = tl.where(nmask[None, :], tl.exp(s - lse[:, None]), 0.0)
-        # [BLOCK_M, BLOCK_N] = [BLOCK_M, D] @ [D, BLOCK_N]
-        dp = tl.dot(do, tl.trans(vt), input_precision=PREC, out_dtype=ACC)
+        if BLOCK_DC == BLOCK_D:
+            # [BLOCK_M, BLOCK_N] = [BLOCK_M, D] @ [D, BLOCK_N]
+            dp = tl.dot(do, tl.trans(vt), input_precision=PREC, out_dtype=ACC)
+        else:
+            dp = tl.zeros([BLOCK_M, BLOCK_N], dtype=ACC)
+            dp = _dot_rows(
+                do_base, sdm, offs_m, mmask, v_base, svn, offs_n, nmask, hd, dp, BLOCK_D, BLOCK_DC, PREC
+            )
         ds = p * (dp - delta[:, None])
-        # [BLOCK_M, D] += [BLOCK_M, BLOCK_N] @ [BLOCK_N, D]
+        # [BLOCK_M, DC] += [BLOCK_M, BLOCK_N] @ [BLOCK_N, DC]
         dq = tl.dot(ds.to(kt.dtype), kt, dq, input_precision=PREC, out_dtype=ACC)
         if HAS_REL:
             # [BLOCK_M, BLOCK_R] += [BLOCK_M, BLOCK_N] @ [BLOCK_N, BLOCK_R]
             oh = _key_onehot(offs_n, c, Lk, Tk, Hk, Wk, BLOCK_R, OH_DT, False)
             drel = _onehot_dot(ds, oh, drel, True, RPREC, SPLIT)
     dq = dq * scale + tl.where(res[:, None], do.to(ACC), 0.0)
-    tl.store(dq_ptr + row[:, None] * hd + offs_d[None, :], to_storage(dq, DT), mask=md)
+    tl.store(dq_ptr + row[:, None] * hd + offs_o[None, :], to_storage(dq, DT), mask=md)
     if HAS_REL:
         offs_r = tl.arange(0, BLOCK_R)
         grid_row = (bh.to(tl.int64) * (Lq - c) + offs_m - c) * R
-        rm = (mmask & (offs_m >= c))[:, None] & (offs_r < R)[None, :]
+        rm = (mmask & (offs_m >= c) & (pid_d == 0))[:, None] & (offs_r < R)[None, :]
         tl.store(drel_ptr + grid_row[:, None] + offs_r[None, :], drel, mask=rm)
 
 
@@ -185,6 +217,7 @@ def _attention_bwd_col_kernel(
     BLOCK_M: tl.constexpr,
     BLOCK_N: tl.constexpr,
     BLOCK_D: tl.constexpr,
+    BLOCK_DC: tl.constexpr,
     BLOCK_R: tl.constexpr,
     HAS_REL: tl.constexpr,
     ACC: tl.constexpr,
@@ -194,51 +227,71 @@ def _attention_bwd_col_kernel(
     OH_DT: tl.constexpr,
 ):
     """For BLOCK_N keys of one (b, h): dv_j = sum_i P_ij dO_i, dk_j = scale sum_i dS_ij q_i over BLOCK_M
-    query tiles, P^T recomputed from lse (the tiles are held transposed: [BLOCK_N, BLOCK_M])."""
+    query tiles, P^T recomputed from lse (the tiles are held transposed: [BLOCK_N, BLOCK_M]).
+    BLOCK_DC < BLOCK_D: k q^T and v dO^T contracted in chunks, dk and dv for the head slice pid_d."""
     DT = dk_ptr.dtype.element_ty
     pid = tl.program_id(0)
+    pid_d = tl.program_id(1)
     nnb = tl.cdiv(Lk, BLOCK_N)
     bh = pid // nnb
     b = (bh // nh).to(tl.int64)
     h = (bh % nh).to(tl.int64)
     scale = tl.cast(scale_hi, ACC) + tl.cast(scale_lo, ACC)
     offs_n = (pid % nnb) * BLOCK_N + tl.arange(0, BLOCK_N)
-    offs_d = tl.arange(0, BLOCK_D)
+    offs_o = tl.arange(0, BLOCK_DC)  # the head columns of dk, dv this program writes
+    if BLOCK_DC < BLOCK_D:
+        offs_o += pid_d * BLOCK_DC
     nmask = offs_n < Lk
-    dmask = offs_d < hd
-    nd = nmask[:, None] & dmask[None, :]
+    omask = offs_o < hd
+    nd = nmask[:, None] & omask[None, :]
     q_base = q_ptr + b * sqb + h * sqh
     do_base = do_ptr + b * sdb + h * sdh
+    k_base = k_ptr + b * skb + h * skh
+    v_base = v_ptr + b * svb + h * svh
     rel_base = rel_ptr + b * srb + h * srh
-    kt = tl.load(k_ptr + b * skb + h * skh + offs_n[:, None] * skn + offs_d[None, :], mask=nd, other=0.0)
-    vt = tl.load(v_ptr + b * svb + h * svh + offs_n[:, None] * svn + offs_d[None, :], mask=nd, other=0.0)
-    dk = tl.zeros([BLOCK_N, BLOCK_D], dtype=ACC)
-    dv = tl.zeros([BLOCK_N, BLOCK_D], dtype=ACC)
+    if BLOCK_DC == BLOCK_D:
+        kt = tl.load(k_base + offs_n[:, None] * skn + offs_o[None, :], mask=nd, other=0.0)
+        vt = tl.load(v_base + offs_n[:, None] * svn + offs_o[None, :], mask=nd, other=0.0)
+    dk = tl.zeros([BLOCK_N, BLOCK_DC], dtype=ACC)
+    dv = tl.zeros([BLOCK_N, BLOCK_DC], dtype=ACC)
     for m0 in range(0, Lq, BLOCK_M):
         offs_m = m0 + tl.arange(0, BLOCK_M)
         mmask = offs_m < Lq
-        md = mmask[:, None] & dmask[None, :]
-        qt = tl.load(q_base + offs_m[:, None] * sqm + offs_d[None, :], mask=md, other=0.0)
-        dot_ = tl.load(do_base + offs_m[:, None] * sdm + offs_d[None, :], mask=md, other=0.0)
+        md = mmask[:, None] & omask[None, :]
+        qt = tl.load(q_base + offs_m[:, None] * sqm + offs_o[None, :], mask=md, other=0.0)
+        dot_ = tl.load(do_base + offs_m[:, None] * sdm + offs_o[None, :], mask=md, other=0.0)
         row = bh.to(tl.int64) * Lq + offs_m
         lse = tl.load(lse_ptr + row, mask=mmask, other=0.0)
         delta = tl.load(delta_ptr + row, mask=mmask, other=0.0)
-        # [BLOCK_N, BLOCK_M] = [BLOCK_N, D] @ [D, BLOCK_M]
-        st = tl.dot(kt, tl.trans(qt), input_precision=PREC, out_dtype=ACC) * scale
+        if BLOCK_DC == BLOCK_D:
+            # [BLOCK_N, BLOCK_M] = [BLOCK_N, D] @ [D, BLOCK_M]
+            st = tl.dot(kt, tl.trans(qt), input_precision=PREC, out_dtype=ACC) * scale
+        else:
+            st = tl.zeros([BLOCK_N, BLOCK_M], dtype=ACC)
+            st = _dot_rows(
+                k_base, skn, offs_n, nmask, q_base, sqm, offs_m, mmask, hd, st, BLOCK_D, BLOCK_DC, PREC
+            )
+            st = st * scale
         if HAS_REL:
             rel_t = _load_rel(rel_base, srm, offs_m, c, Lq, R, BLOCK_R, True)
             # [BLOCK_N, BLOCK_M] += [BLOCK_N, BLOCK_R] @ [BLOCK_R, BLOCK_M]
             oh = _key_onehot(offs_n, c, Lk, Tk, Hk, Wk, BLOCK_R, OH_DT, False)
             st = _onehot_dot(rel_t, oh, st, False, RPREC, SPLIT)
         pt = tl.where(mmask[None, :], tl.exp(st - lse[None, :]), 0.0)
-        # [BLOCK_N, D] += [BLOCK_N, BLOCK_M] @ [BLOCK_M, D]
+        # [BLOCK_N, DC] += [BLOCK_N, BLOCK_M] @ [BLOCK_M, DC]
         dv = tl.dot(pt.to(dot_.dtype), dot_, dv, input_precision=PREC, out_dtype=ACC)
-        # [BLOCK_N, BLOCK_M] = [BLOCK_N, D] @ [D, BLOCK_M]
-        dpt = tl.dot(vt, tl.trans(dot_), input_precision=PREC, out_dtype=ACC)
+        if BLOCK_DC == BLOCK_D:
+            # [BLOCK_N, BLOCK_M] = [BLOCK_N, D] @ [D, BLOCK_M]
+            dpt = tl.dot(vt, tl.trans(dot_), input_precision=PREC, out_dtype=ACC)
+        else:
+            dpt = tl.zeros([BLOCK_N, BLOCK_M], dtype=ACC)
+            dpt = _dot_rows(
+                v_base, svn, offs_n, nmask, do_base, sdm, offs_m, mmask, hd, dpt, BLOCK_D, BLOCK_DC, PREC
+            )
         dst = pt * (dpt - delta[None, :])
-        # [BLOCK_N, D] += [BLOCK_N, BLOCK_M] @ [BLOCK_M, D]
+        # [BLOCK_N, DC] += [BLOCK_N, BLOCK_M] @ [BLOCK_M, DC]
         dk = tl.dot(dst.to(qt.dtype), qt, dk, input_precision=PREC, out_dtype=ACC)
-    out = (bh.to(tl.int64) * Lk + offs_n)[:, None] * hd + offs_d[None, :]
+    out = (bh.to(tl.int64) * Lk + offs_n)[:, None] * hd + offs_o[None, :]
     tl.store(dk_ptr + out, to_storage(dk * scale, DT), mask=nd)
     tl.store(dv_ptr + out, to_storage(dv, DT), mask=nd)
 
@@ -285,7 +338,7 @@ def attention_bwd_triton(dout, q, k, v, rel, out, lse, scale, thw_k, has_cls, ad
     rs = rel.stride()[:3] if has_rel else (0, 0, 0)
     strides = (*q.stride()[:3], *k.stride()[:3], *v.stride()[:3], *rs, *dout.stride()[:3])
     m = meta("row", q.dtype, prec, bd, has_rel, br_class(R) if has_rel else BR_CLASSES[0])
-    grid = (B * nh * cdiv(Lq, m["BLOCK_M"]),)
+    grid = (B * nh * cdiv(Lq, m["BLOCK_M"]), bd // m["BLOCK_DC"])
     check_i32(grid[0], B * nh * Lq * R)
     launch(
         _attention_bwd_row_kernel,
@@ -310,7 +363,7 @@ def attention_bwd_triton(dout, q, k, v, rel, out, lse, scale, thw_k, has_cls, ad
         **m,
     )
     m = meta("col", q.dtype, prec, bd, has_rel, br_class(R) if has_rel else BR_CLASSES[0])
-    grid = (B * nh * cdiv(Lk, m["BLOCK_N"]),)
+    grid = (B * nh * cdiv(Lk, m["BLOCK_N"]), bd // m["BLOCK_DC"])
     check_i32(grid[0])
     launch(
         _attention_bwd_col_kernel,

@@ -83,6 +83,36 @@ def _key_onehot(j, c, Lk, Tk, Hk, Wk, BLOCK_R: tl.constexpr, DT: tl.constexpr, T
 
 
 @triton.jit
+def _dot_rows(
+    a_base,
+    sa,
+    offs_a,
+    amask,
+    b_base,
+    sb,
+    offs_b,
+    bmask,
+    hd,
+    acc,
+    BLOCK_D: tl.constexpr,
+    BLOCK_DC: tl.constexpr,
+    PREC: tl.constexpr,
+):
+    """acc + A @ B^T with A = rows offs_a of a_base (row stride sa), B = rows offs_b of b_base, contracted over
+    the head axis in BLOCK_DC-wide chunks read from memory: only [*, BLOCK_DC] operand tiles are live, so
+    the wide-head fp32 / fp64 classes fit in registers (the chunks are re-read from L1/L2 per tile)."""
+    offs_c = tl.arange(0, BLOCK_DC)
+    for d0 in tl.static_range(0, BLOCK_D, BLOCK_DC):
+        od = d0 + offs_c
+        dm = od < hd
+        a = tl.load(a_base + offs_a[:, None] * sa + od[None, :], mask=amask[:, None] & dm[None, :], other=0.0)
+        b = tl.load(b_base + offs_b[:, None] * sb + od[None, :], mask=bmask[:, None] & dm[None, :], other=0.0)
+        # [A, B] += [A, BLOCK_DC] @ [BLOCK_DC, B]
+        acc = tl.dot(a, tl.trans(b), acc, input_precision=PREC, out_dtype=acc.dtype)
+    return acc
+
+
+@triton.jit
 def _onehot_dot(x, oh, acc, X_FIRST: tl.constexpr, PREC: tl.constexpr, SPLIT: tl.constexpr):
     """acc + x @ oh (X_FIRST) or acc + oh @ x, x in the accumulation dtype, oh a 0/1 matrix (exact in any
     dtype). SPLIT (fp16 / bf16 kernels): x = hi + lo in two bf16 parts, two bf16 products (about 2^-17 relative
@@ -127,44 +157,45 @@ def br_class(R: int) -> int:
     return next((b for b in BR_CLASSES if R <= b), BR_CLASSES[-1])  # R > MAX_R: refused by check_rel
 
 
-# (kind, dtype class, BLOCK_D) -> (BLOCK_M, BLOCK_N, num_warps, num_stages) without the bias, with BLOCK_R 32
-# and with BLOCK_R 128: the largest tiles of a ladder that compile with 0 spills on sm_80 and sm_90 (found by
-# tools/tune_attention_blocks.py; checked by python -m fxkernels.aot --family attention). None: no tile of the
-# ladder fits (fp32's 3xTF32 operand splits and fp64 at wide heads keep whole head-width tiles in registers);
-# those classes are not compiled and `unsupported` names them.
+# (kind, dtype class, BLOCK_D) -> (BLOCK_M, BLOCK_N, num_warps, num_stages[, BLOCK_DC]) without the bias, with
+# BLOCK_R 32 and with BLOCK_R 128: the largest tiles of a ladder that compile with 0 spills on sm_80 and sm_90
+# (found by tools/tune_attention_blocks.py; checked by python -m fxkernels.aot --family attention). Whole
+# head-width tiles first; where none fits (fp32's 3xTF32 operand splits, fp64 at wide heads) a BLOCK_DC-chunked
+# tile: the head axis is contracted in chunks and each program owns a BLOCK_DC slice of the outputs (grid axis
+# 1), recomputing S per slice. None: nothing fits; those classes are not compiled and `unsupported` names them.
 BLOCKS = {
     ("fwd", "f32", 32): ((64, 32, 4, 2), (32, 32, 4, 1), (16, 32, 8, 1)),
     ("fwd", "f32", 64): ((32, 32, 4, 1), (32, 32, 4, 1), (16, 32, 8, 1)),
     ("fwd", "f32", 128): ((16, 32, 8, 1), (16, 32, 8, 1), (16, 32, 8, 1)),
-    ("fwd", "f32", 256): (None, None, None),
+    ("fwd", "f32", 256): ((16, 32, 8, 1, 64), (16, 32, 8, 1, 64), (16, 32, 8, 1, 64)),
     ("fwd", "f64", 32): ((64, 64, 4, 2), (32, 32, 4, 1), (32, 32, 4, 1)),
     ("fwd", "f64", 64): ((32, 32, 4, 1), (32, 32, 4, 1), (16, 32, 8, 1)),
     ("fwd", "f64", 128): ((32, 32, 8, 1), (32, 32, 8, 1), (16, 32, 8, 1)),
-    ("fwd", "f64", 256): ((16, 32, 8, 1), (16, 32, 8, 1), None),
+    ("fwd", "f64", 256): ((16, 32, 8, 1), (16, 32, 8, 1), (32, 32, 8, 1, 32)),
     ("fwd", "half", 32): ((64, 64, 4, 2), (64, 64, 4, 2), (64, 64, 4, 2)),
     ("fwd", "half", 64): ((64, 64, 4, 2), (64, 32, 4, 2), (64, 32, 4, 2)),
     ("fwd", "half", 128): ((64, 32, 8, 1), (64, 32, 8, 1), (64, 32, 8, 1)),
     ("fwd", "half", 256): ((32, 32, 8, 1), (32, 32, 8, 1), (32, 32, 8, 1)),
     ("row", "f32", 32): ((32, 16, 8, 1), (16, 16, 8, 1), (16, 16, 8, 1)),
     ("row", "f32", 64): ((32, 16, 8, 1), (16, 16, 8, 1), None),
-    ("row", "f32", 128): ((16, 32, 8, 1), None, None),
-    ("row", "f32", 256): (None, None, None),
+    ("row", "f32", 128): ((16, 32, 8, 1), (16, 32, 8, 1, 32), None),
+    ("row", "f32", 256): ((16, 32, 8, 1, 64), (16, 32, 8, 1, 32), None),
     ("row", "f64", 32): ((64, 32, 4, 1), (64, 32, 8, 1), None),
     ("row", "f64", 64): ((32, 32, 4, 1), (32, 16, 8, 1), None),
     ("row", "f64", 128): ((32, 32, 8, 1), (16, 32, 8, 1), None),
-    ("row", "f64", 256): (None, None, None),
+    ("row", "f64", 256): ((32, 32, 8, 1, 64), (16, 32, 8, 1, 64), None),
     ("row", "half", 32): ((64, 64, 4, 2), (64, 32, 4, 2), (32, 32, 8, 1)),
     ("row", "half", 64): ((32, 32, 4, 1), (32, 32, 8, 1), (32, 32, 8, 1)),
     ("row", "half", 128): ((32, 32, 8, 1), (32, 16, 8, 1), (32, 16, 8, 1)),
     ("row", "half", 256): ((16, 32, 8, 1), (16, 32, 8, 1), (16, 16, 8, 1)),
     ("col", "f32", 32): ((32, 16, 8, 1), (32, 16, 8, 1), None),
     ("col", "f32", 64): ((16, 32, 8, 1), (16, 32, 8, 1), None),
-    ("col", "f32", 128): (None, None, None),
-    ("col", "f32", 256): (None, None, None),
+    ("col", "f32", 128): ((16, 32, 8, 1, 64), (16, 16, 8, 1, 64), None),
+    ("col", "f32", 256): ((16, 16, 8, 1, 64), (16, 16, 8, 1, 64), None),
     ("col", "f64", 32): ((32, 32, 4, 1), (32, 32, 8, 1), (32, 16, 8, 1)),
     ("col", "f64", 64): ((32, 32, 4, 1), (32, 32, 8, 1), (32, 16, 8, 1)),
     ("col", "f64", 128): ((32, 32, 8, 1), (32, 16, 8, 1), (16, 16, 8, 1)),
-    ("col", "f64", 256): (None, None, None),
+    ("col", "f64", 256): ((16, 32, 8, 1, 64), (16, 32, 8, 1, 64), (16, 16, 8, 1, 64)),
     ("col", "half", 32): ((64, 32, 4, 1), (32, 32, 4, 1), (32, 16, 8, 1)),
     ("col", "half", 64): ((64, 32, 4, 1), (32, 32, 4, 1), (32, 16, 8, 1)),
     ("col", "half", 128): ((64, 32, 4, 1), (32, 32, 4, 1), (16, 16, 8, 1)),
@@ -194,11 +225,12 @@ def meta(kind: str, dtype: torch.dtype, prec: str, bd: int, has_rel: bool, br: i
     cfg = BLOCKS[(kind, dtype_class(dtype), bd)][_rel_class(has_rel, br)]
     if cfg is None:
         raise ValueError(f"attention (triton): no spill-free {kind} tiles for {dtype} BLOCK_D {bd}")
-    bm, bn, warps, stages = cfg
+    bm, bn, warps, stages = cfg[:4]
     m = dict(
         BLOCK_M=bm,
         BLOCK_N=bn,
         BLOCK_D=bd,
+        BLOCK_DC=cfg[4] if len(cfg) > 4 else bd,
         BLOCK_R=br if has_rel else BR_CLASSES[0],
         HAS_REL=bool(has_rel),
         ACC=acc_dtype(dtype),
@@ -218,6 +250,7 @@ _CONSTEXPR_KEYS = (
     "BLOCK_M",
     "BLOCK_N",
     "BLOCK_D",
+    "BLOCK_DC",
     "BLOCK_R",
     "HAS_REL",
     "ACC",
@@ -226,7 +259,14 @@ _CONSTEXPR_KEYS = (
     "SPLIT",
     "OH_DT",
 )
-_SHORT = {"BLOCK_M": "BM", "BLOCK_N": "BN", "BLOCK_D": "BD", "BLOCK_R": "BR", "HAS_REL": "rel"}
+_SHORT = {
+    "BLOCK_M": "BM",
+    "BLOCK_N": "BN",
+    "BLOCK_D": "BD",
+    "BLOCK_DC": "DC",
+    "BLOCK_R": "BR",
+    "HAS_REL": "rel",
+}
 FLOAT_ARGS = ("scale_hi", "scale_lo")
 
 

@@ -17,6 +17,7 @@ from fxkernels._triton_utils import (
 )
 
 from .triton_common import (
+    _dot_rows,
     _key_onehot,
     _load_rel,
     _onehot_dot,
@@ -69,6 +70,7 @@ def _attention_fwd_kernel(
     BLOCK_M: tl.constexpr,
     BLOCK_N: tl.constexpr,
     BLOCK_D: tl.constexpr,
+    BLOCK_DC: tl.constexpr,
     BLOCK_R: tl.constexpr,
     HAS_REL: tl.constexpr,
     ACC: tl.constexpr,
@@ -78,36 +80,48 @@ def _attention_fwd_kernel(
     OH_DT: tl.constexpr,
 ):
     """O_i = sum_j softmax_j(scale q_i.k_j + bias_ij) v_j + r_i q_i, lse_i = log sum_j exp S_ij for BLOCK_M
-    rows of one (b, h): online softmax over BLOCK_N key tiles, the bias gathered from rel per tile."""
+    rows of one (b, h) and head columns [pid_d BLOCK_DC, +BLOCK_DC): online softmax over BLOCK_N key tiles,
+    the bias gathered from rel per tile; BLOCK_DC < BLOCK_D contracts q k^T in chunks (triton_common)."""
     DT = o_ptr.dtype.element_ty
     pid = tl.program_id(0)
+    pid_d = tl.program_id(1)  # head slice of O: 0 unless BLOCK_DC < BLOCK_D
     nmb = tl.cdiv(Lq, BLOCK_M)
     bh = pid // nmb  # programs of one (b, h) are adjacent: its k, v stay in L2
     b = (bh // nh).to(tl.int64)
     h = (bh % nh).to(tl.int64)
     scale = tl.cast(scale_hi, ACC) + tl.cast(scale_lo, ACC)
     offs_m = (pid % nmb) * BLOCK_M + tl.arange(0, BLOCK_M)
-    offs_d = tl.arange(0, BLOCK_D)
+    offs_o = tl.arange(0, BLOCK_DC)  # the head columns this program writes
+    if BLOCK_DC < BLOCK_D:
+        offs_o += pid_d * BLOCK_DC
     mmask = offs_m < Lq
-    dmask = offs_d < hd
+    omask = offs_o < hd
     q_base = q_ptr + b * sqb + h * sqh
     k_base = k_ptr + b * skb + h * skh
     v_base = v_ptr + b * svb + h * svh
     if HAS_REL:
         rel_q = _load_rel(rel_ptr + b * srb + h * srh, srm, offs_m, c, Lq, R, BLOCK_R, False)
+    # whole head width: q stays in registers; chunked: only this program's slice (for the residual)
     q = tl.load(
-        q_base + offs_m[:, None] * sqm + offs_d[None, :], mask=mmask[:, None] & dmask[None, :], other=0.0
+        q_base + offs_m[:, None] * sqm + offs_o[None, :], mask=mmask[:, None] & omask[None, :], other=0.0
     )
     m_i = tl.full([BLOCK_M], float("-inf"), dtype=ACC)
     l_i = tl.zeros([BLOCK_M], dtype=ACC)
-    acc = tl.zeros([BLOCK_M, BLOCK_D], dtype=ACC)
+    acc = tl.zeros([BLOCK_M, BLOCK_DC], dtype=ACC)
     for n0 in range(0, Lk, BLOCK_N):
         offs_n = n0 + tl.arange(0, BLOCK_N)
         nmask = offs_n < Lk
-        kvm = nmask[:, None] & dmask[None, :]
-        kt = tl.load(k_base + offs_n[:, None] * skn + offs_d[None, :], mask=kvm, other=0.0)
-        # [BLOCK_M, BLOCK_N] = [BLOCK_M, D] @ [D, BLOCK_N]
-        s = tl.dot(q, tl.trans(kt), input_precision=PREC, out_dtype=ACC) * scale
+        kvm = nmask[:, None] & omask[None, :]
+        if BLOCK_DC == BLOCK_D:
+            kt = tl.load(k_base + offs_n[:, None] * skn + offs_o[None, :], mask=kvm, other=0.0)
+            # [BLOCK_M, BLOCK_N] = [BLOCK_M, D] @ [D, BLOCK_N]
+            s = tl.dot(q, tl.trans(kt), input_precision=PREC, out_dtype=ACC) * scale
+        else:
+            s = tl.zeros([BLOCK_M, BLOCK_N], dtype=ACC)
+            s = _dot_rows(
+                q_base, sqm, offs_m, mmask, k_base, skn, offs_n, nmask, hd, s, BLOCK_D, BLOCK_DC, PREC
+            )
+            s = s * scale
         if HAS_REL:
             # [BLOCK_M, BLOCK_N] += [BLOCK_M, BLOCK_R] @ [BLOCK_R, BLOCK_N]
             oh_t = _key_onehot(offs_n, c, Lk, Tk, Hk, Wk, BLOCK_R, OH_DT, True)
@@ -117,8 +131,8 @@ def _attention_fwd_kernel(
         alpha = tl.exp(m_i - m_new)
         p = tl.exp(s - m_new[:, None])
         l_i = l_i * alpha + tl.sum(p, axis=1)
-        vt = tl.load(v_base + offs_n[:, None] * svn + offs_d[None, :], mask=kvm, other=0.0)
-        # [BLOCK_M, D] += [BLOCK_M, BLOCK_N] @ [BLOCK_N, D]
+        vt = tl.load(v_base + offs_n[:, None] * svn + offs_o[None, :], mask=kvm, other=0.0)
+        # [BLOCK_M, DC] += [BLOCK_M, BLOCK_N] @ [BLOCK_N, DC]
         acc = tl.dot(p.to(vt.dtype), vt, acc * alpha[:, None], input_precision=PREC, out_dtype=ACC)
         m_i = m_new
     o = acc / l_i[:, None]
@@ -126,9 +140,9 @@ def _attention_fwd_kernel(
     o += tl.where(res[:, None], q.to(ACC), 0.0)
     row = bh.to(tl.int64) * Lq + offs_m
     tl.store(
-        o_ptr + row[:, None] * hd + offs_d[None, :], to_storage(o, DT), mask=mmask[:, None] & dmask[None, :]
+        o_ptr + row[:, None] * hd + offs_o[None, :], to_storage(o, DT), mask=mmask[:, None] & omask[None, :]
     )
-    tl.store(lse_ptr + row, m_i + tl.log(l_i), mask=mmask)
+    tl.store(lse_ptr + row, m_i + tl.log(l_i), mask=mmask & (pid_d == 0))
 
 
 def fwd_launch_args(q, k, v, rel, scale, thw_k, has_cls, add_q, add_q_cls):
@@ -169,7 +183,7 @@ def attention_fwd_triton(q, k, v, rel, scale, thw_k, has_cls, add_q, add_q_cls):
     m = meta("fwd", q.dtype, dot_precision(q.dtype), bd_class(hd), rel is not None, br_class(R))
     relt = rel if rel is not None else lse  # an unused pointer of the accumulation dtype
     rs = rel.stride()[:3] if rel is not None else (0, 0, 0)
-    grid = (B * nh * cdiv(Lq, m["BLOCK_M"]),)
+    grid = (B * nh * cdiv(Lq, m["BLOCK_M"]), m["BLOCK_D"] // m["BLOCK_DC"])
     check_i32(grid[0])
     launch(
         _attention_fwd_kernel,
