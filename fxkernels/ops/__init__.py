@@ -17,5 +17,6 @@ for _family in FAMILIES:
         __all__.append(_name)
 del _family, _mod, _name
 
-# op name -> the module defining it (which exposes KERNELS); used by `python -m fxkernels` and the demo
-OP_FAMILIES = {name: op.module for name, op in REGISTRY.items()}
+# public op name -> the module defining it (which exposes KERNELS); used by `python -m fxkernels` and the demo.
+# Kit ops named "_..." are a family's private helpers (e.g. attention's `_rel_pos_project`): not listed here.
+OP_FAMILIES = {name: op.module for name, op in REGISTRY.items() if not name.startswith("_")}

@@ -44,7 +44,8 @@ class FusedOp:
     """One fused op: custom ops + fakes + registered autograd + eager autograd.Function + compile switch.
 
     Args:
-        name: the op name; registered as ``fxkernels::<name>`` (and ``fxkernels::<name>_backward``).
+        name: the op name; registered as ``fxkernels::<name>`` (and ``fxkernels::<name>_backward``). A name
+            starting with "_" is a family's private helper op: registered like the others, not exported.
         kernels: backend -> the compiled kernel serving it (C++ name for "cpu"/"cuda", True for "triton"):
             what `resolve` checks availability against.
         forward: the fused forward, annotated for `torch.library.custom_op`, `backend: str` last.

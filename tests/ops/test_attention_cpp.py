@@ -208,7 +208,7 @@ def test_empty_batch():
     fn, ref = _fns(None, None, False, True, False)
     got, _ = check_op(fn, ref, make_inputs(0, 2, (2, 3, 3), (2, 2, 2), 32, False, tables=False))
     assert got.outputs[0].shape == (0, 2, 18, 32)
-    # with rel, through the C++ ops (rel_pos_project / attention_ref cannot reshape an empty batch yet)
+    # with rel, through the C++ ops directly
     q, k = torch.randn(0, 2, 19, 32), torch.randn(0, 2, 9, 32)
     rel = torch.randn(0, 2, 18, 2 + 2 + 2)
     out, lse = ops.attention_fwd(q, k, k, rel, 0.2, [2, 2, 2], True, True, False)

@@ -275,7 +275,7 @@ def test_launchers_match_rel_reference(Lq, thw_k, hd, has_cls, add_q, add_q_cls)
 
 
 def test_empty_batch():
-    """B = 0 through the public op (plain attention; with tables, rel_pos_project's reshape needs B > 0) and
+    """B = 0 through the public op (plain attention; with tables: test_attention_edge_cases.py) and
     through the launchers with a rel of B = 0."""
     inp = {"q": rand((0, 2, 5, 32), torch.float64), "k": rand((0, 2, 7, 32), torch.float64)}
     inp["v"] = inp["k"].clone()

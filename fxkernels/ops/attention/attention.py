@@ -2,9 +2,9 @@
 (math and backend contract in README.md).
 
 The kit op `fxkernels::attention` (fxkernels/ops/opkit.py) takes q, k, v and the per-query bias projections
-`rel` (B, nh, Nq, Tk+Hk+Wk); the public function builds `rel` from the raw tables in plain PyTorch
-(`rel_pos_gather` + `rel_pos_project`, autograd), shared by every backend, so the kernels never see an
-(Lq, Lk) matrix and the tables' gradients come from autograd through the gather.
+`rel` (B, nh, Nq, Tk+Hk+Wk); the public function builds `rel` from the raw tables (`rel_pos_gather` in plain
+PyTorch, then the projection: `rel_project`, a C++ kit op for the cpu backend, PyTorch einsums otherwise), so
+the kernels never see an (Lq, Lk) matrix and the tables' gradients come from autograd through the gather.
 """
 
 from __future__ import annotations
@@ -20,7 +20,8 @@ from torch import Tensor
 from ..._backend import BACKENDS, default_backend
 from ..._checks import check_same, check_tensor
 from ..opkit import FusedOp, empty_if_none
-from .reference import _acc_dtype, attention_ref, rel_bias, rel_pos_gather, rel_pos_project, residual_rows
+from .reference import _acc_dtype, attention_ref, rel_bias, rel_pos_gather, residual_rows
+from .rel_project import rel_project
 
 OP = "attention"
 KERNELS = {"triton": True, "cpu": "attention_fwd"}
@@ -291,7 +292,7 @@ def attention(
     rel = None
     if biased:
         Gt, Gh, Gw = rel_pos_gather(rel_pos_t, rel_pos_h, rel_pos_w, thw_q, thw_k)
-        rel = rel_pos_project(q, Gt, Gh, Gw, has_cls)
+        rel = rel_project(q, Gt, Gh, Gw, has_cls, be)
     if be == "sdpa":
         return _sdpa(q, k, v, rel, scale, thw_k, has_cls, add_q, add_q_cls, dropout_p)
     grid_k = list(thw_k) if thw_k is not None else [1, 1, k.shape[2] - int(has_cls)]

@@ -54,19 +54,56 @@ def rel_pos_gather(
     return out[0], out[1], out[2]
 
 
+def _project(r: Tensor, Gt: Tensor, Gh: Tensor, Gw: Tensor) -> Tensor:
+    """r (B, nh, Tq, Hq, Wq, hd) -> (B, nh, Tq, Hq, Wq, Tk+Hk+Wk) = [r.Gt[t] | r.Gh[h] | r.Gw[w]]."""
+    rt = torch.einsum("bnthwc,tkc->bnthwk", r, Gt)
+    rh = torch.einsum("bnthwc,hkc->bnthwk", r, Gh)
+    rw = torch.einsum("bnthwc,wkc->bnthwk", r, Gw)
+    return torch.cat((rt, rh, rw), dim=-1)
+
+
+class _RelProject(torch.autograd.Function):
+    """rel_pos_project with a backward that builds dr in one buffer (plain autograd through the three einsums
+    keeps three q-sized partial gradients and a permuted copy alive at once: the largest term of the fused
+    backends' peak memory)."""
+
+    @staticmethod
+    def forward(r, Gt, Gh, Gw):
+        return _project(r, Gt, Gh, Gw)
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):
+        ctx.save_for_backward(*inputs)
+
+    @staticmethod
+    def backward(ctx, drel):
+        r, Gt, Gh, Gw = ctx.saved_tensors
+        Tk, Hk = Gt.shape[1], Gh.shape[1]
+        dt, dh, dw = drel[..., :Tk], drel[..., Tk : Tk + Hk], drel[..., Tk + Hk :]
+        need_r, *need_g = ctx.needs_input_grad
+        # the table gradients first: their permuted copies of r are gone before dr is allocated
+        gt = torch.einsum("bnthwk,bnthwc->tkc", dt, r) if need_g[0] else None
+        gh = torch.einsum("bnthwk,bnthwc->hkc", dh, r) if need_g[1] else None
+        gw = torch.einsum("bnthwk,bnthwc->wkc", dw, r) if need_g[2] else None
+        dr = None
+        if need_r:
+            dr = torch.einsum("bnthwk,tkc->bnthwc", dt, Gt)
+            dr += torch.einsum("bnthwk,hkc->bnthwc", dh, Gh)
+            dr += torch.einsum("bnthwk,wkc->bnthwc", dw, Gw)
+        return dr, gt, gh, gw
+
+
 def rel_pos_project(q: Tensor, Gt: Tensor, Gh: Tensor, Gw: Tensor, has_cls: bool) -> Tensor:
     """rel (B, nh, Nq, Tk+Hk+Wk) = [q_i.Gt[it] | q_i.Gh[ih] | q_i.Gw[iw]] for the grid rows of q, in the
-    accumulation dtype (fp32; fp64 for fp64): the kernels' only view of the bias."""
+    accumulation dtype (fp32; fp64 for fp64): the kernels' only view of the bias. Differentiable w.r.t. q and
+    the three gathered tables."""
     c = int(has_cls)
     B, nh, Lq, hd = q.shape
     Tq, Hq, Wq = Gt.shape[0], Gh.shape[0], Gw.shape[0]
     acc = _acc_dtype(q.dtype)
-    r = q[:, :, c:].to(acc).reshape(B, nh, Tq, Hq, Wq, hd)
-    rt = torch.einsum("bnthwc,tkc->bnthwk", r, Gt.to(acc))
-    rh = torch.einsum("bnthwc,hkc->bnthwk", r, Gh.to(acc))
-    rw = torch.einsum("bnthwc,wkc->bnthwk", r, Gw.to(acc))
     R = Gt.shape[1] + Gh.shape[1] + Gw.shape[1]
-    return torch.cat((rt, rh, rw), dim=-1).reshape(B, nh, Tq * Hq * Wq, R)
+    r = q[:, :, c:].to(acc).reshape(B, nh, Tq, Hq, Wq, hd)
+    return _RelProject.apply(r, Gt.to(acc), Gh.to(acc), Gw.to(acc)).reshape(B, nh, Tq * Hq * Wq, R)
 
 
 def rel_bias(rel: Tensor, thw_k: Sequence[int]) -> Tensor:
