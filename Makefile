@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 MAX_JOBS ?= 2
 TORCH_SPEC ?= torch==2.14.1
 TORCHVISION_SPEC ?= torchvision==0.29.1
-DEPS := "$(TORCH_SPEC)" "$(TORCHVISION_SPEC)" ninja numpy pillow tqdm pytest pytest-benchmark ruff
+DEPS := "$(TORCH_SPEC)" "$(TORCHVISION_SPEC)" ninja numpy pillow tqdm pytest pytest-benchmark pytest-xdist ruff
 SHELL := /bin/bash
 
 .PHONY: install reinstall demo test test-fast bench lint format aot clean FORCE
@@ -74,11 +74,15 @@ demo: install
 
 # Per-file progress and the 15 slowest tests; tests/conftest.py orders the long model-training and slow tests last.
 PYTEST_ARGS ?= -ra --durations=15
+# pytest-xdist: one worker per core, each test file on one worker (module fixtures are built once); the
+# workers share the cores' threads (tests/conftest.py) and the AOT compile runs once in the background
+TEST_WORKERS ?= auto
+XDIST := -n $(TEST_WORKERS) --dist loadfile
 test: install
-	$(BIN)/python -m pytest tests $(PYTEST_ARGS)
+	$(BIN)/python -m pytest tests $(XDIST) $(PYTEST_ARGS)
 
 test-fast: install
-	$(BIN)/python -m pytest tests $(PYTEST_ARGS) -m "not slow" -x
+	$(BIN)/python -m pytest tests $(XDIST) $(PYTEST_ARGS) -m "not slow" -x
 
 bench: install
 	$(BIN)/python -m pytest benchmarks -q -o python_files='bench_*.py' --benchmark-columns=min,median,iqr,rounds

@@ -57,6 +57,20 @@ def _order(item) -> int:
         return 0
 
 
+def pytest_configure(config):
+    workers = getattr(config, "workerinput", None)
+    if workers is None:
+        # the controller (or a plain run): one AOT directory for the whole session, inherited by xdist workers
+        from tests import aot_background
+
+        aot_background.session_dir()
+    else:
+        # an xdist worker: share the cores with the other workers instead of oversubscribing them (the kernels'
+        # results do not depend on the thread count; tests that need several threads set them)
+        n = int(workers.get("workercount", 1))
+        torch.set_num_threads(max(1, (os.cpu_count() or 1) // max(1, n)))
+
+
 def pytest_collection_modifyitems(config, items):
     items.sort(key=_order)  # stable: the order within each group stays as collected
 
