@@ -264,7 +264,15 @@ setup(
     extras_require={
         # torchvision: MViT / ResNet layouts and weights (models/, fxkernels.nn.fuse_mvit, their tests); the
         # release that matches torch 2.14
-        "test": ["pytest", "pytest-benchmark", "pytest-xdist", "numpy", "pillow", "tqdm", "torchvision==0.29.*"],
+        "test": [
+            "pytest",
+            "pytest-benchmark",
+            "pytest-xdist",
+            "numpy",
+            "pillow",
+            "tqdm",
+            "torchvision==0.29.*",
+        ],
         "models": ["numpy", "pillow", "tqdm", "torchvision==0.29.*"],  # datasets, training CLI, backbones
     },
     ext_modules=[ext],
