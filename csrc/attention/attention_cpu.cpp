@@ -15,9 +15,9 @@ namespace fxk {
 namespace attn {
 namespace {
 
-// "auto" keeps the AVX2 kernels on AVX-512 CPUs: the AVX-512 build is not measured faster yet (it cannot run
-// on the machines these kernels were tuned on); "avx512" selects it explicitly.
-constexpr CpuAuto kAutoPolicy = CpuAuto::kAvx2;
+// "auto" takes the AVX-512 kernels on CPUs that have them: on a 2-core Zen 4 (2 threads, fp32, fwd+bwd of the
+// kit op) they ran mvit_v2_s stage 1 in 50 ms against 73 ms for the AVX2 build, stage 4 in 8.3 against 10.4 ms.
+constexpr CpuAuto kAutoPolicy = CpuAuto::kAvx512;
 
 const CpuKernels& kernels() {
   return cpu_kernel_table<CpuKernels>(
