@@ -78,11 +78,12 @@ inline std::vector<char> pairable(const AxisTaps& a) {
 // (it, ih, iw) of its staged coordinates it = list[0][s0], iw = list[2][s2] at
 //   buf[((ih % kh) * n0 + s0) * n2 + s2) * hd + d].
 // Consecutive tiles of one (t block, w block) differ in h only: the grid rows both read stay (a ring over ih % kh),
-// so each x row is staged about once.
+// so each x row is staged about once. Dense rows in A (x contiguous over its last two axes) are read in place.
 template <typename A>
 struct Stage {
   std::vector<int> slot[3], list[3], ring;  // ring[ih % kh] = the grid row staged there (-1: none)
   std::vector<A> buf;
+  const A* direct = nullptr;  // dense rows already in A (x contiguous over (L, hd)): the taps read x itself
   int64_t key_bh = -1;
   int key_t0 = -1, key_w0 = -1;
   explicit Stage(const Problem& pb) : ring(pb.kh, -1) {
@@ -108,10 +109,20 @@ struct Stage {
       }
   }
   // consecutive staged w coordinates: the rows of output w + 1 sit sw rows after those of output w (same taps)
-  bool w_dense() const { return list[2].empty() || list[2].back() - list[2].front() + 1 == int(list[2].size()); }
+  bool w_dense() const {
+    return direct != nullptr || list[2].empty() || list[2].back() - list[2].front() + 1 == int(list[2].size());
+  }
   // stage what output tile bx of plane bh (x rows at xbh) reads
   template <typename T>
   void fill(const Problem& pb, const T* xbh, int64_t bh, const Tiling::Box& bx) {
+    if constexpr (std::is_same<T, A>::value) {
+      // no copy needed when the rows are dense: staging pays only in strided layouts such as qkv's (above)
+      if (pb.sxd == 1 && pb.sxl == pb.hd) {
+        direct = xbh;
+        return;
+      }
+    }
+    direct = nullptr;
     if (bh != key_bh || bx.t0 != key_t0 || bx.w0 != key_w0) {
       select(0, pb.fwd[0], bx.t0, bx.t1);
       select(2, pb.fwd[2], bx.w0, bx.w1);
@@ -140,8 +151,24 @@ struct Stage {
   // the taps of output (ot, oh, ow) of the staged tile: weight rows w[j], staged x rows r[j]; returns the count
   int taps(const Problem& pb, int ot, int oh, int ow, const A* wt, const A** w, const A** r) const {
     const AxisTaps &a0 = pb.fwd[0], &a1 = pb.fwd[1], &a2 = pb.fwd[2];
-    const int64_t n0 = static_cast<int64_t>(list[0].size()), n2 = static_cast<int64_t>(list[2].size());
     int n = 0;
+    if (direct != nullptr) {
+      for (int j1 = 0; j1 < a1.cnt[oh]; ++j1) {
+        const int d1 = a1.tap[oh * a1.k + j1], ih = a1.idx[oh * a1.k + j1];
+        for (int j0 = 0; j0 < a0.cnt[ot]; ++j0) {
+          const int d0 = a0.tap[ot * a0.k + j0], it = a0.idx[ot * a0.k + j0];
+          const int64_t tap01 = (static_cast<int64_t>(d0) * pb.kh + d1) * pb.kw;
+          const A* line = direct + (pb.c + (static_cast<int64_t>(it) * pb.H + ih) * pb.W) * pb.hd;
+          for (int j2 = 0; j2 < a2.cnt[ow]; ++j2) {
+            w[n] = wt + (tap01 + a2.tap[ow * a2.k + j2]) * pb.hd;
+            r[n] = line + static_cast<int64_t>(a2.idx[ow * a2.k + j2]) * pb.hd;
+            ++n;
+          }
+        }
+      }
+      return n;
+    }
+    const int64_t n0 = static_cast<int64_t>(list[0].size()), n2 = static_cast<int64_t>(list[2].size());
     for (int j1 = 0; j1 < a1.cnt[oh]; ++j1) {
       const int d1 = a1.tap[oh * a1.k + j1], s1 = a1.idx[oh * a1.k + j1] % pb.kh;
       for (int j0 = 0; j0 < a0.cnt[ot]; ++j0) {
