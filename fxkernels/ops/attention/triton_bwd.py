@@ -143,11 +143,9 @@ def _attention_bwd_row_kernel(
             # [BLOCK_M, BLOCK_N] = [BLOCK_M, D] @ [D, BLOCK_N]
             s = tl.dot(q, tl.trans(kt), input_precision=PREC, out_dtype=ACC) * scale
         else:
-            s = tl.zeros([BLOCK_M, BLOCK_N], dtype=ACC)
-            s = _dot_rows(
-                q_base, sqm, offs_m, mmask, k_base, skn, offs_n, nmask, hd, s, BLOCK_D, BLOCK_DC, PREC
+            s = scale * _dot_rows(
+                q_base, sqm, offs_m, mmask, k_base, skn, offs_n, nmask, hd, ACC, BLOCK_D, BLOCK_DC, PREC
             )
-            s = s * scale
         if HAS_REL:
             # [BLOCK_M, BLOCK_N] += [BLOCK_M, BLOCK_R] @ [BLOCK_R, BLOCK_N]
             oh_t = _key_onehot(offs_n, c, Lk, Tk, Hk, Wk, BLOCK_R, OH_DT, True)
@@ -157,9 +155,8 @@ def _attention_bwd_row_kernel(
             # [BLOCK_M, BLOCK_N] = [BLOCK_M, D] @ [D, BLOCK_N]
             dp = tl.dot(do, tl.trans(vt), input_precision=PREC, out_dtype=ACC)
         else:
-            dp = tl.zeros([BLOCK_M, BLOCK_N], dtype=ACC)
             dp = _dot_rows(
-                do_base, sdm, offs_m, mmask, v_base, svn, offs_n, nmask, hd, dp, BLOCK_D, BLOCK_DC, PREC
+                do_base, sdm, offs_m, mmask, v_base, svn, offs_n, nmask, hd, ACC, BLOCK_D, BLOCK_DC, PREC
             )
         ds = p * (dp - delta[:, None])
         # [BLOCK_M, DC] += [BLOCK_M, BLOCK_N] @ [BLOCK_N, DC]
@@ -267,11 +264,9 @@ def _attention_bwd_col_kernel(
             # [BLOCK_N, BLOCK_M] = [BLOCK_N, D] @ [D, BLOCK_M]
             st = tl.dot(kt, tl.trans(qt), input_precision=PREC, out_dtype=ACC) * scale
         else:
-            st = tl.zeros([BLOCK_N, BLOCK_M], dtype=ACC)
-            st = _dot_rows(
-                k_base, skn, offs_n, nmask, q_base, sqm, offs_m, mmask, hd, st, BLOCK_D, BLOCK_DC, PREC
+            st = scale * _dot_rows(
+                k_base, skn, offs_n, nmask, q_base, sqm, offs_m, mmask, hd, ACC, BLOCK_D, BLOCK_DC, PREC
             )
-            st = st * scale
         if HAS_REL:
             rel_t = _load_rel(rel_base, srm, offs_m, c, Lq, R, BLOCK_R, True)
             # [BLOCK_N, BLOCK_M] += [BLOCK_N, BLOCK_R] @ [BLOCK_R, BLOCK_M]
@@ -284,9 +279,8 @@ def _attention_bwd_col_kernel(
             # [BLOCK_N, BLOCK_M] = [BLOCK_N, D] @ [D, BLOCK_M]
             dpt = tl.dot(vt, tl.trans(dot_), input_precision=PREC, out_dtype=ACC)
         else:
-            dpt = tl.zeros([BLOCK_N, BLOCK_M], dtype=ACC)
             dpt = _dot_rows(
-                v_base, svn, offs_n, nmask, do_base, sdm, offs_m, mmask, hd, dpt, BLOCK_D, BLOCK_DC, PREC
+                v_base, svn, offs_n, nmask, do_base, sdm, offs_m, mmask, hd, ACC, BLOCK_D, BLOCK_DC, PREC
             )
         dst = pt * (dpt - delta[None, :])
         # [BLOCK_N, DC] += [BLOCK_N, BLOCK_M] @ [BLOCK_M, DC]

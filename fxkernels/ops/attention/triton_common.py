@@ -93,12 +93,12 @@ def _dot_rows(
     offs_b,
     bmask,
     hd,
-    acc,
+    ACC: tl.constexpr,
     BLOCK_D: tl.constexpr,
     BLOCK_DC: tl.constexpr,
     PREC: tl.constexpr,
 ):
-    """acc + A @ B^T with A = rows offs_a of a_base (row stride sa), B = rows offs_b of b_base, contracted over
+    """A @ B^T (in ACC) with A = rows offs_a of a_base (row stride sa), B = rows offs_b of b_base, contracted over
     the head axis in BLOCK_DC-wide chunks read from memory: only [*, BLOCK_DC] operand tiles are live, so
     the wide-head fp32 / fp64 classes fit in registers (the chunks are re-read from L1/L2 per tile)."""
     offs_c = tl.arange(0, BLOCK_DC)
@@ -108,7 +108,10 @@ def _dot_rows(
         a = tl.load(a_base + offs_a[:, None] * sa + od[None, :], mask=amask[:, None] & dm[None, :], other=0.0)
         b = tl.load(b_base + offs_b[:, None] * sb + od[None, :], mask=bmask[:, None] & dm[None, :], other=0.0)
         # [A, B] += [A, BLOCK_DC] @ [BLOCK_DC, B]
-        acc = tl.dot(a, tl.trans(b), acc, input_precision=PREC, out_dtype=acc.dtype)
+        if d0 == 0:
+            acc = tl.dot(a, tl.trans(b), input_precision=PREC, out_dtype=ACC)
+        else:
+            acc = tl.dot(a, tl.trans(b), acc, input_precision=PREC, out_dtype=ACC)
     return acc
 
 

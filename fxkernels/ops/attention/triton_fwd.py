@@ -117,11 +117,9 @@ def _attention_fwd_kernel(
             # [BLOCK_M, BLOCK_N] = [BLOCK_M, D] @ [D, BLOCK_N]
             s = tl.dot(q, tl.trans(kt), input_precision=PREC, out_dtype=ACC) * scale
         else:
-            s = tl.zeros([BLOCK_M, BLOCK_N], dtype=ACC)
-            s = _dot_rows(
-                q_base, sqm, offs_m, mmask, k_base, skn, offs_n, nmask, hd, s, BLOCK_D, BLOCK_DC, PREC
+            s = scale * _dot_rows(
+                q_base, sqm, offs_m, mmask, k_base, skn, offs_n, nmask, hd, ACC, BLOCK_D, BLOCK_DC, PREC
             )
-            s = s * scale
         if HAS_REL:
             # [BLOCK_M, BLOCK_N] += [BLOCK_M, BLOCK_R] @ [BLOCK_R, BLOCK_N]
             oh_t = _key_onehot(offs_n, c, Lk, Tk, Hk, Wk, BLOCK_R, OH_DT, True)
