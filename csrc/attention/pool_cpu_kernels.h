@@ -13,8 +13,11 @@
 //   backward  phase 1, over a fixed partition of the tiles into tasks (a function of the problem size only, not of
 //             the thread count): z recomputed, dz = LayerNorm backward (or dy), kept in a buffer; the task's
 //             partial sums of dw (dz * x rows), dnw (dy * xhat), dnb (dy) in its own slot; the slots are then
-//             added in task order. Phase 2, over tiles of input positions: dx[row] = sum over the output rows whose
-//             taps read it of wt[tap] * dz (owner computes). Deterministic, no atomics.
+//             added in task order. dw is summed over a run of w neighbours with the same taps in registers
+//             (each dw row loaded and stored once per run, not once per output row). Phase 2, over tiles of input
+//             positions: dx[row] = sum over the output rows whose taps read it of wt[tap] * dz (owner computes);
+//             along w the inputs are walked in stride classes (w, w + sw, ...: same taps, outputs shifted by one).
+//             Deterministic, no atomics.
 // Neighbours along w with the same taps (interior positions) are computed in pairs, sharing the weight loads.
 #pragma once
 
@@ -62,13 +65,13 @@ int tile_w(int64_t hd) {
   return static_cast<int>(std::max<int64_t>(4, std::min<int64_t>(64 / sizeof(A), 6144 / (hd * sizeof(A)))));
 }
 
-// pair[u]: coordinates u and u + 1 of an axis have the same taps (count and offsets d) in table a.
-inline std::vector<char> pairable(const AxisTaps& a) {
+// pair[u]: coordinates u and u + ps of an axis have the same taps (count and offsets d) in table a.
+inline std::vector<char> pairable(const AxisTaps& a, int ps = 1) {
   const int n = static_cast<int>(a.cnt.size());
   std::vector<char> p(n, 0);
-  for (int u = 0; u + 1 < n; ++u) {
-    bool same = a.cnt[u] == a.cnt[u + 1];
-    for (int j = 0; same && j < a.cnt[u]; ++j) same = a.tap[u * a.k + j] == a.tap[(u + 1) * a.k + j];
+  for (int u = 0; u + ps < n; ++u) {
+    bool same = a.cnt[u] == a.cnt[u + ps];
+    for (int j = 0; same && j < a.cnt[u]; ++j) same = a.tap[u * a.k + j] == a.tap[(u + ps) * a.k + j];
     p[u] = same;
   }
   return p;
@@ -207,33 +210,37 @@ inline int taps_of_input(const Problem& pb, int it, int ih, int iw, const A* wt,
   return n;
 }
 
-// The positions [u0, u1) of a grid line in runs of equal taps (pair[u]: u and u + 1 have the same taps): the tap
-// lists are built once per run (build(u) -> count) and shifted by `step` elements per position (-1: no constant
-// shift, built for every position); then two(n, off0, off1, u) for pairs (u, u + 1), one(n, off, u) for the rest.
+// The positions [u0, u1) of a grid line, walked in ps classes (u0 + r, u0 + r + ps, ...), each in runs of equal
+// taps (pair[u]: u and u + ps have the same taps): the tap lists are built once per run (build(u) -> count) and
+// shifted by `step` elements per position of the class (-1: no constant shift, built for every position); then
+// two(n, off0, off1, u) for pairs (u, u + ps), one(n, off, u) for the rest.
 template <typename Build, typename One, typename Two>
-inline void walk_line(int u0, int u1, const std::vector<char>& pair, int64_t step, Build&& build, One&& one,
+inline void walk_line(int u0, int u1, int ps, const std::vector<char>& pair, int64_t step, Build&& build, One&& one,
                       Two&& two) {
-  for (int u = u0; u < u1;) {
-    int e = u + 1;
-    while (e < u1 && pair[e - 1]) ++e;
-    if (step < 0) {
-      for (int k = u; k < e; ++k) one(build(k), int64_t(0), k);
-    } else {
-      const int n = build(u);
-      int k = u;
-      for (; k + 1 < e; k += 2) two(n, (k - u) * step, (k + 1 - u) * step, k);
-      if (k < e) one(n, (k - u) * step, k);
+  for (int c = 0; c < ps; ++c)
+    for (int u = u0 + c; u < u1;) {
+      int e = u + ps;
+      while (e < u1 && pair[e - ps]) e += ps;
+      if (step < 0) {
+        for (int k = u; k < e; k += ps) one(build(k), int64_t(0), k);
+      } else {
+        const int n = build(u);
+        int k = u;
+        for (; k + ps < e; k += 2 * ps) two(n, (k - u) / ps * step, (k + ps - u) / ps * step, k);
+        if (k < e) one(n, (k - u) / ps * step, k);
+      }
+      u = e;
     }
-    u = e;
-  }
 }
 
 // Per-thread scratch: tap lists of a pair of rows and row buffers.
 template <typename A>
 struct Scratch {
   std::vector<const A*> w, r0, r1;
+  std::vector<A*> acc;
   std::vector<A> z0, z1, b0, b1;
-  Scratch(int taps, int64_t hd) : w(taps), r0(taps), r1(taps), z0(hd), z1(hd), b0(hd), b1(hd) {}
+  Scratch(int taps, int64_t hd)
+      : w(taps), r0(taps), r1(taps), acc(taps), z0(hd), z1(hd), b0(hd), b1(hd) {}
 };
 
 template <typename T, typename A>
@@ -280,7 +287,7 @@ void fwd_typed(const Problem& pb, const at::Tensor& y, const at::Tensor& stats) 
       for (int ot = bx.t0; ot < bx.t1; ++ot) {
         const int64_t line = bh * Lo + pb.c + (static_cast<int64_t>(ot) * pb.Ho + bx.h) * pb.Wo;
         walk_line(
-            bx.w0, bx.w1, pair, step,
+            bx.w0, bx.w1, 1, pair, step,
             [&](int ow) { return sg.taps(pb, ot, bx.h, ow, wt, s.w.data(), s.r0.data()); },
             [&](int n, int64_t off, int ow) {
               tap_sum<A>(hd, n, s.w.data(), s.r0.data(), off, s.z0.data());
@@ -343,24 +350,33 @@ void bwd_dz_partials(const Problem& pb, const at::Tensor& dy, const at::Tensor& 
         }
         const Tiling::Box bx = tl.box(tile);
         sg.fill(pb, xbh, bh, bx);
+        // a run of w neighbours with the same taps: tap lists built once, its rows' x shifted by `step`
         const int64_t step = sg.w_dense() ? pb.sw * hd : -1;
         for (int ot = bx.t0; ot < bx.t1; ++ot) {
           const int64_t line = pb.c + (static_cast<int64_t>(ot) * pb.Ho + bx.h) * pb.Wo;
-          walk_line(
-              bx.w0, bx.w1, pair, step,
-              [&](int ow) { return sg.taps(pb, ot, bx.h, ow, wt, s.w.data(), s.r0.data()); },
-              [&](int n, int64_t off, int ow) {
-                if (pb.norm) tap_sum<A>(hd, n, s.w.data(), s.r0.data(), off, s.z0.data());
-                const A* dz0 = dz_row(line + ow, s.z0.data(), s.b0.data());
-                for (int j = 0; j < n; ++j) add_product<A>(hd, dz0, s.r0[j] + off, dwp + (s.w[j] - wt));
-              },
-              [&](int n, int64_t off0, int64_t off1, int ow) {
-                if (pb.norm) tap_sum2<A>(hd, n, s.w.data(), s.r0.data(), off0, off1, s.z0.data(), s.z1.data());
-                const A* dz0 = dz_row(line + ow, s.z0.data(), s.b0.data());
-                const A* dz1 = dz_row(line + ow + 1, s.z1.data(), s.b1.data());
-                for (int j = 0; j < n; ++j)
-                  add_product2<A>(hd, dz0, s.r0[j] + off0, dz1, s.r0[j] + off1, dwp + (s.w[j] - wt));
-              });
+          const A* dzline = dzp + (bh * Lo + line) * hd;  // the dz rows of this grid line, consecutive in w
+          for (int u = bx.w0; u < bx.w1;) {
+            int e = u + 1;
+            while (step >= 0 && e < bx.w1 && pair[e - 1]) ++e;
+            const int64_t st = step >= 0 ? step : 0;
+            const int n = sg.taps(pb, ot, bx.h, u, wt, s.w.data(), s.r0.data());
+            int k = u;
+            for (; k + 1 < e; k += 2) {
+              if (pb.norm)
+                tap_sum2<A>(hd, n, s.w.data(), s.r0.data(), (k - u) * st, (k + 1 - u) * st, s.z0.data(),
+                            s.z1.data());
+              dz_row(line + k, s.z0.data(), s.b0.data());
+              dz_row(line + k + 1, s.z1.data(), s.b1.data());
+            }
+            if (k < e) {
+              if (pb.norm) tap_sum<A>(hd, n, s.w.data(), s.r0.data(), (k - u) * st, s.z0.data());
+              dz_row(line + k, s.z0.data(), s.b0.data());
+            }
+            // dw[tap] += dz * x over the run's rows
+            for (int j = 0; j < n; ++j) s.acc[j] = dwp + (s.w[j] - wt);
+            add_products_run<A>(hd, n, s.acc.data(), s.r0.data(), st, dzline + u * hd, hd, e - u);
+            u = e;
+          }
         }
       }
     }
@@ -409,9 +425,10 @@ void bwd_typed(const Problem& pb, const at::Tensor& dy, const at::Tensor& stats,
   T* dxp = g.dx.data_ptr<T>();
   const int64_t L = pb.L;
   const Tiling in(pb.T, pb.H, pb.W, tile_w<A>(hd));
-  const std::vector<char> pair = pairable(pb.bwd[2]);
-  // equal taps along w: the outputs of w + 1 are those of w shifted by one (stride 1; else there are none)
-  const int64_t step = pb.sw == 1 ? hd : 0;
+  // inputs w and w + sw with equal taps are read by the same outputs shifted by one: walk w in sw classes
+  const int ps = static_cast<int>(pb.sw);
+  const std::vector<char> pair = pairable(pb.bwd[2], ps);
+  const int64_t step = hd;
   at::parallel_for(0, pb.B * pb.nh * in.per_plane, 1, [&](int64_t u0, int64_t u1) {
     Scratch<A> s(static_cast<int>(taps), hd);
     for (int64_t u = u0; u < u1; ++u) {
@@ -423,7 +440,7 @@ void bwd_typed(const Problem& pb, const at::Tensor& dy, const at::Tensor& stats,
       for (int it = bx.t0; it < bx.t1; ++it) {
         T* line = dxbh + (pb.c + (static_cast<int64_t>(it) * pb.H + bx.h) * pb.W) * hd;
         walk_line(
-            bx.w0, bx.w1, pair, step,
+            bx.w0, bx.w1, ps, pair, step,
             [&](int iw) { return taps_of_input<A>(pb, it, bx.h, iw, wt, dzbh, s.w.data(), s.r0.data()); },
             [&](int n, int64_t off, int iw) {
               T* dx0 = line + iw * hd;
@@ -437,11 +454,11 @@ void bwd_typed(const Problem& pb, const at::Tensor& dy, const at::Tensor& stats,
             [&](int n, int64_t off0, int64_t off1, int iw) {
               T* dx0 = line + iw * hd;
               if constexpr (std::is_same<T, A>::value) {
-                tap_sum2<A>(hd, n, s.w.data(), s.r0.data(), off0, off1, dx0, dx0 + hd);
+                tap_sum2<A>(hd, n, s.w.data(), s.r0.data(), off0, off1, dx0, dx0 + ps * hd);
               } else {
                 tap_sum2<A>(hd, n, s.w.data(), s.r0.data(), off0, off1, s.z0.data(), s.z1.data());
                 store_row<T, A>(hd, s.z0.data(), dx0);
-                store_row<T, A>(hd, s.z1.data(), dx0 + hd);
+                store_row<T, A>(hd, s.z1.data(), dx0 + ps * hd);
               }
             });
       }

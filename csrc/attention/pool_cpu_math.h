@@ -135,27 +135,91 @@ inline void tap_sum2(int64_t hd, int n, const A* const* w, const A* const* r, in
   }
 }
 
-// acc[:hd] += a0 * b0 + a1 * b1
+// acc[j][:hd] += sum_{k < cnt} (a + k * sa)[:hd] * (r[j] + k * sb)[:hd] for j < n: the k-sum of a run of rows in
+// registers, two j at a time sharing the loads of a, so each acc row is loaded and stored once per run.
 template <typename A>
-inline void add_product2(int64_t hd, const A* a0, const A* b0, const A* a1, const A* b1, A* acc) {
+inline void add_products_run(int64_t hd, int n, A* const* acc, const A* const* r, int64_t sb, const A* a,
+                             int64_t sa, int cnt) {
   using V = typename Vec<A>::type;
   constexpr int L = Vec<A>::L;
-  int64_t d = 0;
-  for (; d + L <= hd; d += L) {
-    const V t = madd(vload<V>(a0 + d), vload<V>(b0 + d), vload<V>(acc + d));
-    vstore(acc + d, madd(vload<V>(a1 + d), vload<V>(b1 + d), t));
+  int j = 0;
+  for (; j + 1 < n; j += 2) {
+    A* c0 = acc[j];
+    A* c1 = acc[j + 1];
+    const A* r0 = r[j];
+    const A* r1 = r[j + 1];
+    int64_t d = 0;
+    for (; d + 4 * L <= hd; d += 4 * L) {
+      V p0 = vload<V>(c0 + d), p1 = vload<V>(c0 + d + L), p2 = vload<V>(c0 + d + 2 * L);
+      V p3 = vload<V>(c0 + d + 3 * L), q0 = vload<V>(c1 + d), q1 = vload<V>(c1 + d + L);
+      V q2 = vload<V>(c1 + d + 2 * L), q3 = vload<V>(c1 + d + 3 * L);
+      for (int k = 0; k < cnt; ++k) {
+        const A* ak = a + k * sa + d;
+        const A* x0 = r0 + k * sb + d;
+        const A* x1 = r1 + k * sb + d;
+        const V a0 = vload<V>(ak), a1 = vload<V>(ak + L), a2 = vload<V>(ak + 2 * L), a3 = vload<V>(ak + 3 * L);
+        p0 = madd(a0, vload<V>(x0), p0);
+        p1 = madd(a1, vload<V>(x0 + L), p1);
+        p2 = madd(a2, vload<V>(x0 + 2 * L), p2);
+        p3 = madd(a3, vload<V>(x0 + 3 * L), p3);
+        q0 = madd(a0, vload<V>(x1), q0);
+        q1 = madd(a1, vload<V>(x1 + L), q1);
+        q2 = madd(a2, vload<V>(x1 + 2 * L), q2);
+        q3 = madd(a3, vload<V>(x1 + 3 * L), q3);
+      }
+      vstore(c0 + d, p0);
+      vstore(c0 + d + L, p1);
+      vstore(c0 + d + 2 * L, p2);
+      vstore(c0 + d + 3 * L, p3);
+      vstore(c1 + d, q0);
+      vstore(c1 + d + L, q1);
+      vstore(c1 + d + 2 * L, q2);
+      vstore(c1 + d + 3 * L, q3);
+    }
+    for (; d + L <= hd; d += L) {
+      V p0 = vload<V>(c0 + d), q0 = vload<V>(c1 + d);
+      for (int k = 0; k < cnt; ++k) {
+        const V a0 = vload<V>(a + k * sa + d);
+        p0 = madd(a0, vload<V>(r0 + k * sb + d), p0);
+        q0 = madd(a0, vload<V>(r1 + k * sb + d), q0);
+      }
+      vstore(c0 + d, p0);
+      vstore(c1 + d, q0);
+    }
+    for (; d < hd; ++d)
+      for (int k = 0; k < cnt; ++k) {
+        c0[d] += a[k * sa + d] * r0[k * sb + d];
+        c1[d] += a[k * sa + d] * r1[k * sb + d];
+      }
   }
-  for (; d < hd; ++d) acc[d] += a0[d] * b0[d] + a1[d] * b1[d];
-}
-
-// acc[:hd] += a[:hd] * b[:hd]
-template <typename A>
-inline void add_product(int64_t hd, const A* a, const A* b, A* acc) {
-  using V = typename Vec<A>::type;
-  constexpr int L = Vec<A>::L;
-  int64_t d = 0;
-  for (; d + L <= hd; d += L) vstore(acc + d, madd(vload<V>(a + d), vload<V>(b + d), vload<V>(acc + d)));
-  for (; d < hd; ++d) acc[d] += a[d] * b[d];
+  if (j < n) {
+    A* c0 = acc[j];
+    const A* r0 = r[j];
+    int64_t d = 0;
+    for (; d + 4 * L <= hd; d += 4 * L) {
+      V p0 = vload<V>(c0 + d), p1 = vload<V>(c0 + d + L), p2 = vload<V>(c0 + d + 2 * L);
+      V p3 = vload<V>(c0 + d + 3 * L);
+      for (int k = 0; k < cnt; ++k) {
+        const A* ak = a + k * sa + d;
+        const A* x0 = r0 + k * sb + d;
+        p0 = madd(vload<V>(ak), vload<V>(x0), p0);
+        p1 = madd(vload<V>(ak + L), vload<V>(x0 + L), p1);
+        p2 = madd(vload<V>(ak + 2 * L), vload<V>(x0 + 2 * L), p2);
+        p3 = madd(vload<V>(ak + 3 * L), vload<V>(x0 + 3 * L), p3);
+      }
+      vstore(c0 + d, p0);
+      vstore(c0 + d + L, p1);
+      vstore(c0 + d + 2 * L, p2);
+      vstore(c0 + d + 3 * L, p3);
+    }
+    for (; d + L <= hd; d += L) {
+      V p0 = vload<V>(c0 + d);
+      for (int k = 0; k < cnt; ++k) p0 = madd(vload<V>(a + k * sa + d), vload<V>(r0 + k * sb + d), p0);
+      vstore(c0 + d, p0);
+    }
+    for (; d < hd; ++d)
+      for (int k = 0; k < cnt; ++k) c0[d] += a[k * sa + d] * r0[k * sb + d];
+  }
 }
 
 // (sum_d a[d], sum_d a[d] * b[d]) in a fixed order (lanes, then the tail); b = nullptr: only the first.
