@@ -67,7 +67,7 @@ reinstall:
 # that the expression head learns within the few-minute budget.
 DEMO_ARGS ?= --data synthetic --protocol split --classes 3 --subjects 6 --clips 12 --t 4 --epochs 6 \
 	--batch-size 4 --amplitude 6 --noise 0 --jitter 0 --lr 1e-3 --input-norm temporal --landmark-weight 1 \
-	--compare-backends 3 --out runs/demo
+	--compare-backends 3 --out runs/demo --overwrite
 demo: install
 	$(BIN)/python -m models.train mol $(DEMO_ARGS)
 	$(BIN)/python -m fxkernels demo

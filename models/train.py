@@ -50,6 +50,28 @@ class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescript
         return super()._get_help_string(action)
 
 
+def positive_int(text: str) -> int:
+    """argparse type: an int >= 1 (a clear message instead of a run that silently does nothing)."""
+    try:
+        v = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 1, got {text!r}") from None
+    if v < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, got {v}")
+    return v
+
+
+def count(text: str) -> int:
+    """argparse type: an int >= 0."""
+    try:
+        v = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {text!r}") from None
+    if v < 0:
+        raise argparse.ArgumentTypeError(f"must be >= 0, got {v}")
+    return v
+
+
 def build_parser() -> argparse.ArgumentParser:
     intro, rest = __doc__.split("\n\n", 1)
     p = argparse.ArgumentParser(
@@ -105,7 +127,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     g.add_argument("--test-fraction", type=float, default=0.25, help="split: share of each class held out")
     g.add_argument(
-        "--max-folds", type=int, default=None, help="loso: stop after this many folds (unset: all)"
+        "--max-folds", type=positive_int, default=None, help="loso: stop after this many folds (unset: all)"
     )
     g = p.add_argument_group("model and loss")
     g.add_argument(
@@ -138,16 +160,23 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--lr", type=float, default=2e-4, help="AdamW learning rate")
     g.add_argument("--weight-decay", type=float, default=1e-4, help="AdamW weight decay")
     g.add_argument(
-        "--max-steps", type=int, default=None, help="cap on optimiser steps per epoch (unset: all)"
+        "--max-steps", type=positive_int, default=None, help="cap on optimiser steps per epoch (unset: all)"
     )
     g.add_argument("--seed", type=int, default=0, help="seed of the data, the split and the initialisation")
-    g.add_argument("--threads", type=int, default=None, help="torch CPU threads per process (unset: torch's)")
+    g.add_argument(
+        "--threads", type=positive_int, default=None, help="torch CPU threads per process (unset: torch's)"
+    )
     g = p.add_argument_group("output and control")
     g.add_argument("--out", default="runs/mol", help="folder of the checkpoint and summary.json")
-    g.add_argument("--resume", action="store_true", help="continue from <out>/checkpoint.pt")
+    g.add_argument("--resume", action="store_true", help="continue from <out>/checkpoint.pt (it must exist)")
+    g.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="start afresh even if <out> holds a checkpoint (without it such a run is refused)",
+    )
     g.add_argument(
         "--stop-after",
-        type=int,
+        type=positive_int,
         default=None,
         metavar="N",
         help="stop after N epochs of this run, checkpoint written (time-limited jobs; continue "
@@ -155,7 +184,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     g.add_argument(
         "--compare-backends",
-        type=int,
+        type=count,
         default=0,
         metavar="N",
         help="first time N training steps with fxkernels and with the reference backend (0: skip)",
@@ -191,6 +220,11 @@ def build_dataset(args):
 def make_folds(ds, args):
     if args.protocol == "loso":
         folds = [(f"subject {s}", tr, te) for s, tr, te in loso_folds(ds.subjects)]
+        if len(folds) < 2:
+            raise SystemExit(
+                f"models.train: --protocol loso needs clips of at least 2 subjects (each fold trains on the "
+                f"others), got {len(folds)} subject(s); use --protocol split"
+            )
         return folds[: args.max_folds] if args.max_folds else folds
     tr, te = split_indices(len(ds), args.test_fraction, seed=args.seed, labels=ds.labels)
     if not tr or not te:
@@ -302,6 +336,32 @@ def checkpoint_state(model, opt, fold: int, epoch: int, done: list, args) -> dic
     return state
 
 
+CHECKPOINT_KEYS = ("model", "fold", "epoch", "rng", "done", "args")
+
+
+def load_checkpoint(path: Path) -> dict:
+    """The state `checkpoint_state` wrote at `path`; SystemExit naming the file and the reason when it is
+    empty, not a torch checkpoint, or not one of this CLI's."""
+    if path.stat().st_size == 0:
+        raise SystemExit(f"models.train: cannot resume: the checkpoint {path} is empty (0 bytes)")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=False)
+    except Exception as e:  # torch raises EOFError, UnpicklingError, RuntimeError, ... for a broken file
+        raise SystemExit(
+            f"models.train: cannot resume: {path} is not a readable torch checkpoint ({type(e).__name__}: {e})"
+        ) from None
+    if not isinstance(state, dict):
+        raise SystemExit(
+            f"models.train: cannot resume: {path} holds a {type(state).__name__}, not a models.train checkpoint"
+        )
+    missing = [k for k in CHECKPOINT_KEYS if k not in state]
+    if missing:
+        raise SystemExit(
+            f"models.train: cannot resume: {path} is not a models.train checkpoint (missing {', '.join(missing)})"
+        )
+    return state
+
+
 def save_checkpoint(path: Path, state: dict):
     tmp = path.with_suffix(".tmp")
     torch.save(state, tmp)
@@ -329,6 +389,19 @@ def main(argv=None) -> dict:
     dd = Dist()
     log = (lambda *a: print(*a, flush=True)) if dd.main else (lambda *a: None)
     out = Path(args.out)
+    ckpt_path = out / "checkpoint.pt"
+    # before any work: never replace an earlier run's checkpoint, never silently start afresh on --resume
+    if args.resume and args.overwrite:
+        raise SystemExit("models.train: --resume and --overwrite contradict each other; pass one")
+    if args.resume and not ckpt_path.exists():
+        raise SystemExit(
+            f"models.train: --resume: no checkpoint at {ckpt_path} (run without --resume to start)"
+        )
+    if not args.resume and ckpt_path.exists() and not args.overwrite:
+        raise SystemExit(
+            f"models.train: {ckpt_path} holds a checkpoint of an earlier run; pass --resume to continue it, "
+            "--overwrite to replace it, or another --out"
+        )
     if dd.main:
         out.mkdir(parents=True, exist_ok=True)
     if args.batch_size % dd.world:
@@ -350,11 +423,10 @@ def main(argv=None) -> dict:
         summary["steps_per_s"] = compare_backends(args, ds, folds[0][1], dd.device, log)
     dd.barrier()
 
-    ckpt_path = out / "checkpoint.pt"
     done: list[dict] = []  # finished folds: name, indices, predictions
     start_fold, start_epoch, resume_state = 0, 0, None
-    if args.resume and ckpt_path.exists():
-        resume_state = torch.load(ckpt_path, map_location="cpu", weights_only=False)
+    if args.resume:
+        resume_state = load_checkpoint(ckpt_path)
         saved = resume_state.get("args", {})
         changed = [k for k in RESUME_KEYS if k in saved and saved[k] != getattr(args, k)]
         if changed:
@@ -367,8 +439,6 @@ def main(argv=None) -> dict:
         done = resume_state["done"]
         start_fold, start_epoch = resume_state["fold"], resume_state["epoch"] + 1
         log(f"resumed from {ckpt_path}: fold {start_fold + 1}, epoch {start_epoch + 1}")
-    elif args.resume:
-        log(f"--resume: no checkpoint at {ckpt_path}, starting fresh")
 
     per_batch = args.batch_size // dd.world
     step_times = []

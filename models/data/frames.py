@@ -75,7 +75,8 @@ def read_csv(root: str, csv: str, columns: Sequence[str]) -> tuple[str, list[tup
     """Read the label CSV ``root/<csv>`` (or ``csv`` itself when it is an absolute path).
 
     Returns ``(path, rows)``: ``rows`` are ``(line number, {column: stripped value})`` for the ``columns``
-    (matched case-insensitively; other columns are ignored). A missing file or column raises.
+    (matched case-insensitively; other columns are ignored). A missing file or column, or a row with an empty or
+    missing value in one of ``columns``, raises (naming the line).
     """
     path = csv if os.path.isabs(str(csv)) else os.path.join(str(root), str(csv))
     if not os.path.isfile(path):
@@ -89,9 +90,16 @@ def read_csv(root: str, csv: str, columns: Sequence[str]) -> tuple[str, list[tup
                 f"{path}: missing column(s) {missing}; expected header {','.join(columns)}, "
                 f"got {reader.fieldnames}"
             )
-        rows = [
-            (line, {c: (r[header[c]] or "").strip() for c in columns}) for line, r in enumerate(reader, 2)
-        ]
+        rows = []
+        for line, r in enumerate(reader, 2):
+            row = {c: (r[header[c]] or "").strip() for c in columns}
+            empty = [c for c in columns if not row[c]]
+            if empty:  # a short row (DictReader fills None) or a blank field
+                raise ValueError(
+                    f"{path} line {line}: missing value(s) for {', '.join(empty)}; expected the fields "
+                    f"{','.join(columns)}, got {dict((k, v) for k, v in r.items() if k is not None)}"
+                )
+            rows.append((line, row))
     return path, rows
 
 

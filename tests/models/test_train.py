@@ -174,3 +174,67 @@ def test_log_names_the_backend_auto_picks():
     assert train.describe_backend("auto", cpu) == (
         "auto -> cpu" if fxkernels.backends()["cpu"] else "auto -> reference"
     )
+
+
+# ------------------------------------------------------------------- never lose work, fail fast on nonsense
+def test_refuses_to_replace_an_earlier_runs_checkpoint(tmp_path):
+    run_main(TINY + ["--epochs", "1", "--max-steps", "1"], tmp_path)
+    before = (tmp_path / "checkpoint.pt").read_bytes()
+    with pytest.raises(SystemExit, match="holds a checkpoint of an earlier run; pass --resume"):
+        run_main(TINY + ["--epochs", "1", "--max-steps", "1", "--seed", "2"], tmp_path)
+    assert (tmp_path / "checkpoint.pt").read_bytes() == before
+    with pytest.raises(SystemExit, match="contradict"):
+        run_main(TINY + ["--epochs", "1", "--resume", "--overwrite"], tmp_path)
+    again = run_main(TINY[:-1] + ["2", "--epochs", "1", "--max-steps", "1", "--overwrite"], tmp_path)
+    assert again["args"]["seed"] == 2
+    assert torch.load(tmp_path / "checkpoint.pt", weights_only=False)["args"]["seed"] == 2
+
+
+def test_resume_without_a_checkpoint_fails_naming_the_path(tmp_path):
+    with pytest.raises(SystemExit, match=rf"--resume: no checkpoint at {tmp_path / 'checkpoint.pt'}"):
+        run_main(TINY + ["--epochs", "1", "--resume"], tmp_path)
+
+
+@pytest.mark.parametrize(
+    "content,why",
+    [
+        pytest.param(b"", "is empty", id="empty"),
+        pytest.param(b"not a checkpoint\x00\x01", "is not a readable torch checkpoint", id="garbage"),
+        pytest.param(
+            "dict", r"not a models.train checkpoint \(missing fold, epoch, rng, done, args\)", id="dict"
+        ),
+        pytest.param("list", "holds a list, not a models.train checkpoint", id="list"),
+    ],
+)
+def test_unreadable_checkpoint_says_which_file_and_why(tmp_path, content, why):
+    path = tmp_path / "checkpoint.pt"
+    if content == "dict":
+        torch.save({"model": {}}, path)
+    elif content == "list":
+        torch.save([1, 2], path)
+    else:
+        path.write_bytes(content)
+    with pytest.raises(SystemExit, match=rf"cannot resume: .*{path.name}.*{why}"):
+        run_main(TINY + ["--epochs", "1", "--resume"], tmp_path)
+
+
+@pytest.mark.parametrize(
+    "flag,value",
+    [
+        pytest.param("--max-steps", "-1", id="max-steps"),
+        pytest.param("--threads", "0", id="threads"),
+        pytest.param("--stop-after", "0", id="stop-after"),
+        pytest.param("--max-folds", "0", id="max-folds"),
+        pytest.param("--compare-backends", "-2", id="compare-backends"),
+    ],
+)
+def test_nonsense_counts_are_rejected(flag, value, capsys):
+    with pytest.raises(SystemExit):
+        train.parse_args(["mol", flag, value])
+    assert f"argument {flag}: must be >=" in capsys.readouterr().err
+
+
+def test_loso_with_one_subject_is_refused(tmp_path):
+    one = TINY[: TINY.index("--subjects")] + ["--subjects", "1"] + TINY[TINY.index("--subjects") + 2 :]
+    with pytest.raises(SystemExit, match="loso needs clips of at least 2 subjects"):
+        run_main(one + ["--protocol", "loso", "--epochs", "1"], tmp_path)

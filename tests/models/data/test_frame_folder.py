@@ -226,3 +226,17 @@ def test_load_frames_grey_and_rgb(tmp_path):
     grey, _ = load_frames(paths, 8)
     want = np.asarray(Image.fromarray(img).convert("L").resize((8, 8), Image.BILINEAR), np.float32) / 255
     assert grey.shape == (1, 2, 8, 8) and torch.equal(grey[0, 0], torch.from_numpy(want))
+
+
+@pytest.mark.parametrize(
+    "row,missing",
+    [
+        pytest.param(("sub01", "EP01", 3, 6, 10), "label", id="short-row"),
+        pytest.param(("sub01", "EP01", 3, "", 10, "positive"), "apex", id="blank-field"),
+    ],
+)
+def test_folder_csv_row_with_a_missing_field_names_the_line(tree, row, missing):
+    rows = [("sub01", "EP01", 3, 6, 10, "positive"), row]
+    write_csv(tree / "labels.csv", rows)
+    with pytest.raises(ValueError, match=rf"labels.csv line 3: missing value\(s\) for {missing}"):
+        FrameFolderDataset(tree, t=2, size=8)
