@@ -1,4 +1,4 @@
-"""The training CLI (models/train.py): learning on synthetic data, checkpoint/resume, LOSO, DDP under torchrun."""
+"""The training CLI (models/train/): learning on synthetic data, checkpoint/resume, LOSO, DDP under torchrun."""
 
 import json
 import os

@@ -1,19 +1,9 @@
-"""Train and evaluate the reference models: `python -m models.train mol --data synthetic ...`.
-
-    python -m models.train mol --data synthetic --protocol split --epochs 3
-    python -m models.train mol --data /path/CASME2 --protocol loso --epochs 40
-    torchrun --nproc_per_node 2 -m models.train mol --data synthetic ...     (DistributedDataParallel)
-
-Protocols: "loso" (leave one subject out: one fold per subject, metrics over the concatenated predictions of
-all folds, as MER papers report) or "split" (one stratified train/test split). Every epoch writes a checkpoint
-(`<out>/checkpoint.pt`: model, optimiser, fold, epoch, RNG state and the finished folds' predictions);
-`--resume` continues from it. Under torchrun each process trains on its shard of every batch (gloo on CPU,
-nccl on GPU); rank 0 prints and writes the checkpoint.
-"""
+"""The training loop shared by every model (`python -m models.train MODEL ...`): folds, epochs, checkpoints and
+`--resume`, the backend comparison, metrics, and what a run leaves in `<out>`. What is model-specific comes from
+its `Task` (models/train/task.py)."""
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import json
 import os
@@ -28,10 +18,11 @@ from torch.utils.data.distributed import DistributedSampler
 
 import fxkernels
 
-from .data import FrameFolderDataset, SyntheticMicroExpressions, loso_folds, split_indices
-from .dist import Dist
-from .metrics import all_metrics
-from .mol import MOL, mol_loss
+from ..data import loso_folds, split_indices
+from ..dist import Dist
+from .cli import parse_args
+from .records import CURVES_PNG, EpochLog, metrics_table, plot_curves
+from .tasks import TASKS
 
 try:
     from tqdm import tqdm
@@ -39,182 +30,9 @@ except ImportError:  # progress bars are optional
     tqdm = None
 
 
-# ------------------------------------------------------------------------------------------ arguments
-class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
-    """Shows each option's default after its help (not for flags, nor where the default is None: "unset")
-    and keeps the examples' line breaks."""
-
-    def _get_help_string(self, action):
-        if action.default is None or action.nargs == 0:
-            return action.help
-        return super()._get_help_string(action)
-
-
-def positive_int(text: str) -> int:
-    """argparse type: an int >= 1 (a clear message instead of a run that silently does nothing)."""
-    try:
-        v = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 1, got {text!r}") from None
-    if v < 1:
-        raise argparse.ArgumentTypeError(f"must be >= 1, got {v}")
-    return v
-
-
-def count(text: str) -> int:
-    """argparse type: an int >= 0."""
-    try:
-        v = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {text!r}") from None
-    if v < 0:
-        raise argparse.ArgumentTypeError(f"must be >= 0, got {v}")
-    return v
-
-
-def build_parser() -> argparse.ArgumentParser:
-    intro, rest = __doc__.split("\n\n", 1)
-    p = argparse.ArgumentParser(
-        prog="python -m models.train",
-        description=intro,
-        epilog="examples:\n" + rest.split("\n\n", 1)[0] + "\n\nUser guide: docs/models/mol.md",
-        formatter_class=HelpFormatter,
-    )
-    p.add_argument("model", choices=["mol"], help="which reference model to train")
-    g = p.add_argument_group("data")
-    g.add_argument(
-        "--data", default="synthetic", help="'synthetic' or the root folder of a frame-folder data set"
-    )
-    g.add_argument("--csv", default="labels.csv", help="label CSV inside --data (real data sets)")
-    g.add_argument(
-        "--classes", type=int, default=5, help="synthetic: number of classes (real data: from the CSV labels)"
-    )
-    g.add_argument("--subjects", type=int, default=6, help="synthetic: number of subjects")
-    g.add_argument("--clips", type=int, default=10, help="synthetic: clips per subject")
-    g.add_argument(
-        "--amplitude",
-        type=float,
-        default=None,
-        help="synthetic: peak motion in pixels, at most 6 (unset: the data set's 3.0)",
-    )
-    g.add_argument(
-        "--noise",
-        type=float,
-        default=None,
-        help="synthetic: sensor-noise std per frame (unset: the data set's 0.01)",
-    )
-    g.add_argument(
-        "--jitter",
-        type=float,
-        default=None,
-        help="synthetic: camera-shake std in pixels per frame (unset: the data set's 0.25)",
-    )
-    g.add_argument("--t", type=int, default=8, help="frames per clip (the model needs t >= 4)")
-    g.add_argument(
-        "--input-norm",
-        choices=["clip", "temporal", "none"],
-        default="clip",
-        help="clip: standardise each clip; temporal: subtract each pixel's temporal mean, then "
-        "standardise; none: raw [0, 1] frames",
-    )
-    g.add_argument("--input-scale", type=float, default=1.0, help="factor applied to the normalised input")
-    g = p.add_argument_group("evaluation")
-    g.add_argument(
-        "--protocol",
-        choices=["loso", "split"],
-        default="split",
-        help="loso: one fold per held-out subject; split: one stratified train/test split",
-    )
-    g.add_argument("--test-fraction", type=float, default=0.25, help="split: share of each class held out")
-    g.add_argument(
-        "--max-folds", type=positive_int, default=None, help="loso: stop after this many folds (unset: all)"
-    )
-    g = p.add_argument_group("model and loss")
-    g.add_argument(
-        "--semantics",
-        choices=["official", "paper"],
-        default="official",
-        help="official: the published code's layout (loads its checkpoints); paper: the paper's F5C blocks",
-    )
-    g.add_argument(
-        "--backend",
-        choices=list(fxkernels.BACKENDS),
-        default="auto",
-        help="fxkernels backend of every fused layer (reference: plain PyTorch)",
-    )
-    g.add_argument(
-        "--flow-weight",
-        type=float,
-        default=0.1,
-        help="weight of the optical-flow MSE term (the paper's lambda_f)",
-    )
-    g.add_argument(
-        "--landmark-weight",
-        type=float,
-        default=68.0,
-        help="weight of the inter-ocular-normalised landmark L1 term (the paper's lambda_m)",
-    )
-    g = p.add_argument_group("optimisation")
-    g.add_argument("--epochs", type=int, default=3, help="epochs per fold")
-    g.add_argument("--batch-size", type=int, default=4, help="global batch size (split over processes)")
-    g.add_argument("--lr", type=float, default=2e-4, help="AdamW learning rate")
-    g.add_argument("--weight-decay", type=float, default=1e-4, help="AdamW weight decay")
-    g.add_argument(
-        "--max-steps", type=positive_int, default=None, help="cap on optimiser steps per epoch (unset: all)"
-    )
-    g.add_argument("--seed", type=int, default=0, help="seed of the data, the split and the initialisation")
-    g.add_argument(
-        "--threads", type=positive_int, default=None, help="torch CPU threads per process (unset: torch's)"
-    )
-    g = p.add_argument_group("output and control")
-    g.add_argument("--out", default="runs/mol", help="folder of the checkpoint and summary.json")
-    g.add_argument("--resume", action="store_true", help="continue from <out>/checkpoint.pt (it must exist)")
-    g.add_argument(
-        "--overwrite",
-        action="store_true",
-        help="start afresh even if <out> holds a checkpoint (without it such a run is refused)",
-    )
-    g.add_argument(
-        "--stop-after",
-        type=positive_int,
-        default=None,
-        metavar="N",
-        help="stop after N epochs of this run, checkpoint written (time-limited jobs; continue "
-        "with --resume)",
-    )
-    g.add_argument(
-        "--compare-backends",
-        type=count,
-        default=0,
-        metavar="N",
-        help="first time N training steps with fxkernels and with the reference backend (0: skip)",
-    )
-    g.add_argument("--no-progress", action="store_true", help="no per-step progress bar")
-    return p
-
-
-def parse_args(argv=None) -> argparse.Namespace:
-    args = build_parser().parse_args(argv)
-    for name in ("epochs", "batch_size", "classes", "subjects", "clips"):
-        if getattr(args, name) < 1:
-            raise SystemExit(
-                f"models.train: --{name.replace('_', '-')} must be >= 1, got {getattr(args, name)}"
-            )
-    if args.t < 4:  # MOL's 3-D conv spans 5 of the 2(t-1) pair steps
-        raise SystemExit(f"models.train: --t must be >= 4 for MOL, got {args.t}")
-    return args
-
-
 # ------------------------------------------------------------------------------------------- helpers
 def build_dataset(args):
-    if args.data == "synthetic":
-        kw = {k: getattr(args, k) for k in ("amplitude", "noise", "jitter") if getattr(args, k) is not None}
-        return SyntheticMicroExpressions(
-            args.classes, args.subjects, args.clips, t=args.t, seed=args.seed, **kw
-        )
-    if not os.path.isdir(args.data):
-        raise SystemExit(f"models.train: --data {args.data!r} is neither 'synthetic' nor a folder")
-    return FrameFolderDataset(args.data, csv=args.csv, t=args.t)
+    return TASKS[args.model].build_dataset(args)
 
 
 def make_folds(ds, args):
@@ -239,11 +57,11 @@ def to_device(batch: dict, device) -> dict:
     return {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
 
 
-def new_model(args, num_classes: int, device):
+def new_model(args, ds, device):
+    task = TASKS[args.model]
     torch.manual_seed(args.seed)
-    model = MOL(num_classes, semantics=args.semantics, backend="auto", t=args.t).to(device)
-    opt = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=args.weight_decay)
-    return model, opt
+    model = task.build_model(args, ds).to(device)
+    return model, task.optimizer(args, model.parameters())
 
 
 def backend_ctx(backend: str):
@@ -263,26 +81,12 @@ def describe_backend(backend: str, device: torch.device) -> str:
     return f"auto -> {'/'.join(fused) or 'reference'}"
 
 
-def model_input(video: torch.Tensor, args) -> torch.Tensor:
-    """(B, 1, t, S, S) clips -> model input (--input-norm, --input-scale). Why: at the official initialisation
-    the ParC blocks' random biases and position encodings (std 1) follow a linear conv stack that shrinks its
-    input, so raw [0, 1] frames leave the clip-dependent part of the features at a few percent of the total."""
-    if args.input_norm == "none":
-        return video * args.input_scale
-    if args.input_norm == "temporal":  # only what changes over time is left: the motion
-        video = video - video.mean(2, keepdim=True)
-    dims = tuple(range(1, video.dim()))
-    video = (video - video.mean(dims, keepdim=True)) / video.std(dims, keepdim=True).clamp_min(1e-6)
-    return video * args.input_scale
-
-
 def train_step(model, opt, batch, args) -> tuple[float, dict, torch.Tensor]:
     opt.zero_grad(set_to_none=True)
-    outputs = model(model_input(batch["video"], args))
-    loss, parts = mol_loss(outputs, batch, args.flow_weight, args.landmark_weight)
+    loss, parts, pred = TASKS[args.model].loss(model, batch, args, train=True)
     loss.backward()
     opt.step()
-    return loss.item(), parts, outputs[0].detach().argmax(1)
+    return loss.item(), parts, pred
 
 
 @torch.no_grad()
@@ -291,7 +95,7 @@ def predict(model, ds, idx, args, device) -> list[int]:
     preds = []
     loader = DataLoader(Subset(ds, idx), batch_size=max(1, args.batch_size), shuffle=False)
     for batch in loader:
-        preds += model(model_input(batch["video"].to(device), args))[0].argmax(1).tolist()
+        preds += TASKS[args.model].predict(model, to_device(batch, device), args).tolist()
     model.train()
     return preds
 
@@ -306,7 +110,7 @@ def compare_backends(args, ds, idx, device, log) -> dict:
         ("fxkernels", args.backend if args.backend != "reference" else "auto"),
         ("reference", "reference"),
     ):
-        model, opt = new_model(args, ds.num_classes, device)
+        model, opt = new_model(args, ds, device)
         with backend_ctx(name):
             train_step(model, opt, batch, args)  # warm-up (first-call allocations, lazy imports)
         runs[key] = (model, opt, name, [])
@@ -318,7 +122,7 @@ def compare_backends(args, ds, idx, device, log) -> dict:
                 times.append(time.perf_counter() - t0)
     res = {key: 1.0 / statistics.median(r[3]) for key, r in runs.items()}
     log(
-        f"training steps/s (batch {args.batch_size}, t={args.t}, median of {args.compare_backends}): "
+        f"training steps/s (batch {args.batch_size}, median of {args.compare_backends}): "
         f"fxkernels {res['fxkernels']:.3f}, reference {res['reference']:.3f} -> "
         f"{res['fxkernels'] / res['reference']:.2f}x"
     )
@@ -368,22 +172,14 @@ def save_checkpoint(path: Path, state: dict):
     os.replace(tmp, path)  # atomic: an interrupted save never leaves a broken checkpoint
 
 
-def metrics_table(rows: list[tuple[str, dict, int]]) -> str:
-    head = f"{'fold':<14}{'n':>5}{'acc':>8}{'wf1':>8}{'uf1':>8}{'uar':>8}"
-    lines = [head, "-" * len(head)]
-    for name, m, n in rows:
-        lines.append(f"{name:<14}{n:>5}" + "".join(f"{m[k]:>8.3f}" for k in ("acc", "wf1", "uf1", "uar")))
-    return "\n".join(lines)
-
-
 # ---------------------------------------------------------------------------------------------- main
 # what defines the folds, the data and the model: a checkpoint only resumes a run with the same values
-RESUME_KEYS = ("model", "data", "csv", "protocol", "semantics", "classes", "subjects", "clips", "amplitude",
-               "noise", "jitter", "t", "seed", "test_fraction", "max_folds", "input_norm", "input_scale")  # fmt: skip
+RESUME_KEYS = ("model", "data", "csv", "protocol", "seed", "test_fraction", "max_folds")
 
 
 def main(argv=None) -> dict:
     args = parse_args(argv)
+    task = TASKS[args.model]
     if args.threads:
         torch.set_num_threads(args.threads)
     dd = Dist()
@@ -411,12 +207,11 @@ def main(argv=None) -> dict:
         )
     ds = build_dataset(args)
     folds = make_folds(ds, args)
-    chance = 1.0 / ds.num_classes
+    chance = 1.0 / task.num_classes(ds)
     be_name = describe_backend(args.backend, dd.device)
     log(
-        f"MOL ({args.semantics}) on {args.data}: {len(ds)} clips, {ds.num_classes} classes, t={args.t}, "
-        f"{len(folds)} fold(s) [{args.protocol}], backend={be_name}, {dd.world} process(es), "
-        f"{torch.get_num_threads()} thread(s) each, device {dd.device}"
+        f"{task.describe(args, ds)}, {len(folds)} fold(s) [{args.protocol}], backend={be_name}, "
+        f"{dd.world} process(es), {torch.get_num_threads()} thread(s) each, device {dd.device}"
     )
     summary = {"args": vars(args)}
     if args.compare_backends and dd.main and not args.resume:
@@ -428,7 +223,8 @@ def main(argv=None) -> dict:
     if args.resume:
         resume_state = load_checkpoint(ckpt_path)
         saved = resume_state.get("args", {})
-        changed = [k for k in RESUME_KEYS if k in saved and saved[k] != getattr(args, k)]
+        keys = RESUME_KEYS + task.resume_keys
+        changed = [k for k in keys if k in saved and saved[k] != getattr(args, k)]
         if changed:
             raise SystemExit(
                 f"models.train: --resume with a checkpoint of another run ({ckpt_path}): "
@@ -443,12 +239,19 @@ def main(argv=None) -> dict:
     per_batch = args.batch_size // dd.world
     step_times = []
     epoch_log: list[dict] = []  # fold, epoch, mean training loss and training accuracy of this run's epochs
+    records = None  # metrics.csv, created with the first epoch's loss parts
+    tests = {i: f["metrics"]["acc"] for i, f in enumerate(done) if "metrics" in f}
     model = None
     stopped = False
+
+    def draw():
+        if dd.main and records is not None:
+            plot_curves(records.rows, out / CURVES_PNG, task.title, tests, chance)
+
     with backend_ctx(args.backend):
         for fi in range(start_fold, len(folds)):
             name, tr_idx, te_idx = folds[fi]
-            model, opt = new_model(args, ds.num_classes, dd.device)
+            model, opt = new_model(args, ds, dd.device)
             epoch0 = 0
             if resume_state is not None and fi == start_fold and start_epoch > 0:
                 model.load_state_dict(resume_state["model"])
@@ -462,7 +265,8 @@ def main(argv=None) -> dict:
             loader = DataLoader(Subset(ds, tr_idx), batch_size=per_batch, sampler=sampler, drop_last=True)
             for epoch in range(epoch0, args.epochs):
                 sampler.set_epoch(epoch)
-                stats = torch.zeros(5, dtype=torch.float64)  # loss sum, correct, samples, steps, CE sum
+                sums: dict[str, float] = {}  # per-sample sums of the loss parts
+                stats = torch.zeros(4, dtype=torch.float64)  # loss sum, correct, samples, steps
                 epoch_time = 0.0
                 bar = loader
                 if tqdm is not None and dd.main and not args.no_progress:
@@ -478,20 +282,32 @@ def main(argv=None) -> dict:
                     step_times.append(time.perf_counter() - t0)
                     epoch_time += step_times[-1]
                     correct = (pred == batch["label"]).sum().item()
-                    stats += torch.tensor(
-                        [loss * len(pred), correct, len(pred), 1, parts["ce"].item() * len(pred)],
-                        dtype=torch.float64,
-                    )
+                    stats += torch.tensor([loss * len(pred), correct, len(pred), 1], dtype=torch.float64)
+                    for k, v in parts.items():
+                        sums[k] = sums.get(k, 0.0) + float(v) * len(pred)
                     if bar is not loader:
-                        bar.set_postfix(loss=f"{loss:.3f}", ce=f"{parts['ce'].item():.3f}")
+                        bar.set_postfix(
+                            loss=f"{loss:.3f}", **{k: f"{float(v):.3f}" for k, v in parts.items()}
+                        )
                 steps = int(stats[3])
-                stats = dd.all_sum(stats)
-                mean_loss, acc, mean_ce = (float(stats[i] / max(stats[2], 1)) for i in (0, 1, 4))
+                part_names = sorted(sums)
+                stats = dd.all_sum(torch.cat([stats, torch.tensor([sums[k] for k in part_names],
+                                                                  dtype=torch.float64)]))  # fmt: skip
+                n = max(float(stats[2]), 1.0)
+                mean_loss, acc = float(stats[0]) / n, float(stats[1]) / n
+                means = {k: float(stats[4 + i]) / n for i, k in enumerate(part_names)}
                 epoch_log.append({"fold": fi, "epoch": epoch, "loss": mean_loss, "train_acc": acc})
+                speed = steps / max(epoch_time, 1e-9)
                 log(
-                    f"{name} epoch {epoch + 1}/{args.epochs}: loss {mean_loss:.4f} (CE {mean_ce:.4f}), "
-                    f"train acc {acc:.3f}, {steps} steps, {steps / max(epoch_time, 1e-9):.3f} steps/s"
+                    f"{name} epoch {epoch + 1}/{args.epochs}: loss {mean_loss:.4f} ("
+                    + ", ".join(f"{k} {v:.4f}" for k, v in means.items())
+                    + f"), train acc {acc:.3f}, {steps} steps, {speed:.3f} steps/s"
                 )
+                if records is None:
+                    resume_at = (start_fold, start_epoch) if resume_state is not None else None
+                    records = EpochLog(out, part_names, resume_at, enabled=dd.main)
+                records.add({"fold": fi, "fold_name": name, "epoch": epoch, "loss": mean_loss, "train_acc": acc,
+                             "steps": steps, "steps_per_s": speed, **{f"loss_{k}": v for k, v in means.items()}})  # fmt: skip
                 if dd.main:
                     save_checkpoint(ckpt_path, checkpoint_state(model, opt, fi, epoch, done, args))
                 dd.barrier()
@@ -499,30 +315,44 @@ def main(argv=None) -> dict:
                     stopped = True
                     break
             if stopped:
+                draw()
                 log(f"stopped after {len(epoch_log)} epoch(s) (--stop-after); continue with --resume")
                 break
             preds = predict(model, ds, te_idx, args, dd.device)
             labels = [ds.labels[i] for i in te_idx]
-            done.append({"name": name, "test_idx": list(te_idx), "pred": preds, "label": labels})
-            m = all_metrics(labels, preds, ds.num_classes)
-            log(f"{name}: test acc {m['acc']:.3f} (chance {chance:.3f}), wf1 {m['wf1']:.3f}, n={len(labels)}")
+            m = task.metrics(labels, preds, ds)
+            done.append(
+                {"name": name, "test_idx": list(te_idx), "pred": preds, "label": labels, "metrics": m}
+            )
+            tests[fi] = m["acc"]
+            log(
+                f"{name}: test acc {m['acc']:.3f} (chance {chance:.3f}), "
+                + ", ".join(f"{k} {m[k]:.3f}" for k in task.metric_columns if k != "acc")
+                + f", n={len(labels)}"
+            )
             if dd.main:  # the next fold starts at epoch 0 from a fresh model and optimiser
                 # so no resume reads this optimiser state (AdamW's moments: 2/3 of the file); the trained
                 # weights stay for the user
                 save_checkpoint(ckpt_path, checkpoint_state(model, None, fi + 1, -1, done, args))
+            draw()
             dd.barrier()
 
     if stopped:
         summary.update(stopped=True, epochs=epoch_log)
         dd.close()
         return summary
-    rows = [(f["name"], all_metrics(f["label"], f["pred"], ds.num_classes), len(f["label"])) for f in done]
+    rows = [(f["name"], task.metrics(f["label"], f["pred"], ds), len(f["label"])) for f in done]
     all_labels = [y for f in done for y in f["label"]]
     all_preds = [y for f in done for y in f["pred"]]
-    overall = all_metrics(all_labels, all_preds, ds.num_classes)
+    overall = task.metrics(all_labels, all_preds, ds)
     rows.append(("overall", overall, len(all_labels)))
-    log(metrics_table(rows))
+    log(metrics_table(rows, task.metric_columns))
     log(f"overall accuracy {overall['acc']:.3f} vs chance {chance:.3f}")
+    figures = []
+    if args.save_figures and dd.main and model is not None and done:
+        figures = [str(p) for p in task.figures(model, ds, done[-1]["test_idx"], args, out, dd.device)]
+        for p in figures:
+            log(f"figure: {p}")
     summary.update(
         {
             "folds": [{"name": n, "n": k, **m} for n, m, k in rows[:-1]],
@@ -533,13 +363,10 @@ def main(argv=None) -> dict:
             "param_checksum": float(sum(p.detach().double().sum() for p in model.parameters()))
             if model is not None
             else None,
+            "figures": figures,
         }
     )
     with open(out / f"summary_rank{dd.rank}.json" if dd.world > 1 else out / "summary.json", "w") as f:
         json.dump(summary, f, indent=2)
     dd.close()
     return summary
-
-
-if __name__ == "__main__":
-    main()
