@@ -1,4 +1,4 @@
-"""Spectral-filter benchmarks at MTSTWN's shapes (MViT stages after the stem, 15 time steps), with a per-position
+"""Spectral-filter benchmarks at MTSTWN's shapes, with a per-position
 data-dependent filter (as TemporalFilter produces it: a permuted (B, C, M, 2, H, W) view) and the residual:
 every fxkernels backend vs the reference (torch.fft rfft -> complex multiply -> irfft -> add) and
 torch.compile(reference).
@@ -15,7 +15,9 @@ from fxkernels.ops.spectral.reference import spectral_filter_ref
 
 from .conftest import DEVICE, MEMORY, RESULTS, make_step, peak_extra_bytes, providers, run_benchmark
 
-SHAPES = [(4, 32, 15, 56, 56), (8, 64, 15, 28, 28), (8, 128, 15, 14, 14)]
+# the temporal third of STFM(192 | 384 | 768, 15) in MTSTWN's blocks 0 / 4 / 8 at the paper's batch of 8:
+# (B, d/3, 15, grid), M = 8 frequencies
+SHAPES = [(8, 64, 15, 28, 28), (8, 128, 15, 14, 14), (8, 256, 15, 7, 7)]
 PASSES = ["fwd", "fwd+bwd"]
 TARGET_FWD_BWD = 3.0
 _compiled: dict = {}
