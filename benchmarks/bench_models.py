@@ -1,4 +1,4 @@
-"""Whole-model benchmarks: one MOL training step (forward, loss, backward, AdamW step).
+"""Whole-model benchmarks: one training step (forward, loss, backward, optimiser step) of MOL and of MTSTWN.
 
 Shape: B = 8 clips, t = 8 frames of 128x128, 5 classes (the published setting). Providers: every fxkernels
 backend of this device, the reference backend (plain PyTorch, the same batched model), torch.compile of the
@@ -7,6 +7,10 @@ t-1 frame pairs, the conv stack and FlowNet encoder on both frames of every pair
 per node and neighbour, the correlation as one shifted product per displacement), with the same weights.
 Run: `make bench` (or `pytest -o python_files='bench_*.py' benchmarks/bench_models.py`); a step takes
 seconds on CPU, so this file uses 3 timed rounds (FXK_MODEL_ROUNDS).
+
+MTSTWN at a size this CPU trains (the paper's is B = 8 clips of 30 x 224 x 224): B = 2 clips of 16 frames at
+96 x 96, the paper's widths (96 -> 768), heads and STFM/ASAM/MTL, depths (2, 2, 2) instead of (4, 4, 4);
+SGD step. Providers: every fxkernels backend, the reference backend and torch.compile of the reference model.
 """
 
 import os
@@ -15,6 +19,7 @@ import pytest
 import torch
 
 from models.mol import MOL, mol_loss, published_forward
+from models.mtstwn import MTSTWN, mtstwn_loss
 
 from .conftest import DEVICE, RESULTS, providers, run_benchmark
 
@@ -75,3 +80,50 @@ def test_report():
     for p in fused:
         assert row[p] <= 1.05 * row["reference"], ratios
         assert row[p] < row["published"], ratios
+
+
+MT_B, MT_T, MT_S, MT_DEPTHS = 2, 16, 96, (2, 2, 2)
+MT_CASE = f"B{MT_B}-t{MT_T}-{MT_S}x{MT_S}-depths{'-'.join(map(str, MT_DEPTHS))}"
+MT_KEY = ("models", "MTSTWN train step", MT_CASE, "fwd+bwd+step")
+
+
+def make_mtstwn_step(provider):
+    torch.manual_seed(0)
+    backend = provider if provider != "compile" else "reference"
+    model = MTSTWN(frames=MT_T, size=MT_S, depths=MT_DEPTHS, backend=backend).to(DEVICE).train()
+    opt = torch.optim.SGD(model.parameters(), lr=1e-4, momentum=0.9, weight_decay=5e-4)
+    g = torch.Generator().manual_seed(0)
+    x = torch.rand(MT_B, 3, MT_T, MT_S, MT_S, generator=g).to(DEVICE)
+    ex, re = (torch.randint(0, 6, (MT_B,), generator=g).to(DEVICE) for _ in range(2))
+    fwd = torch.compile(model) if provider == "compile" else model
+
+    def step():
+        opt.zero_grad(set_to_none=True)
+        loss, _ = mtstwn_loss(fwd(x), ex, re)
+        loss.backward()
+        opt.step()
+
+    return step
+
+
+@pytest.mark.parametrize("provider", providers())
+def test_mtstwn_train_step(benchmark, provider):
+    run_benchmark(benchmark, MT_KEY, provider, make_mtstwn_step(provider), rounds=ROUNDS, warmup_rounds=1)
+
+
+def test_mtstwn_report():
+    """Ratios of this run and where the fused step's time goes (the profile's top ops by self time). No speed
+    target is set for the whole model; the fused backend must not be slower than plain PyTorch."""
+    row = RESULTS.get(MT_KEY, {})
+    fused = [p for p in row if p not in ("reference", "compile")]
+    if "reference" not in row or not fused:
+        pytest.skip("needs reference and a fused backend benchmarked in this run")
+    ratios = {f"{p} vs reference": row["reference"] / row[p] for p in fused + ["compile"] if p in row}
+    print("\nMTSTWN training step:", {k: round(v, 2) for k, v in ratios.items()})
+    step = make_mtstwn_step(fused[0])
+    step()
+    with torch.profiler.profile() as prof:
+        step()
+    print(prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=12))
+    for p in fused:
+        assert row[p] <= 1.05 * row["reference"], ratios

@@ -238,3 +238,20 @@ def test_loso_with_one_subject_is_refused(tmp_path):
     one = TINY[: TINY.index("--subjects")] + ["--subjects", "1"] + TINY[TINY.index("--subjects") + 2 :]
     with pytest.raises(SystemExit, match="loso needs clips of at least 2 subjects"):
         run_main(one + ["--protocol", "loso", "--epochs", "1"], tmp_path)
+
+
+def test_metrics_csv_and_curves_png(tmp_path):
+    # every epoch is a row of metrics.csv (loss and its parts, training accuracy); curves.png is drawn per fold;
+    # a resumed run keeps the rows its checkpoint holds and continues them
+    import csv
+
+    run_main(TINY + ["--epochs", "2", "--max-steps", "1", "--stop-after", "1"], tmp_path)
+    rows = list(csv.DictReader(open(tmp_path / "metrics.csv")))
+    assert [(r["fold"], r["epoch"]) for r in rows] == [("0", "0")]
+    assert {"loss", "train_acc", "loss_ce", "loss_flow", "loss_landmarks", "steps_per_s"} <= rows[0].keys()
+    s = run_main(TINY + ["--epochs", "2", "--max-steps", "1", "--resume"], tmp_path)
+    rows = list(csv.DictReader(open(tmp_path / "metrics.csv")))
+    assert [(r["fold"], r["epoch"]) for r in rows] == [("0", "0"), ("0", "1")]
+    assert float(rows[1]["loss"]) == pytest.approx(s["epochs"][0]["loss"])
+    png = (tmp_path / "curves.png").read_bytes()
+    assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 5000
