@@ -6,7 +6,6 @@ import contextlib
 import copy
 import importlib
 import math
-import warnings
 from unittest import mock
 
 import pytest
@@ -15,8 +14,6 @@ import torch.nn.functional as F
 from torchvision.models.video import mvit as tvm
 
 import fxkernels
-from fxkernels._backend import backend_available
-from fxkernels.ops.dynamic_image.dynamic_image import KERNELS as DI_KERNELS
 from fxkernels.testing import assert_close, backend_params
 from models.mtstwn import (
     MTSTWN,
@@ -91,15 +88,9 @@ def close_or_zero(a, e, name):
 
 
 def fused_twin(ref, backend):
-    """A copy of `ref` with every fused layer on `backend`; the dynamic image stays on its reference where
-    this build of the extension lacks its kernel for `backend` (it lands apart from the model: a rebuild)."""
+    """A copy of `ref` with every fused layer (the dynamic image included) on `backend`."""
     ker = copy.deepcopy(ref).set_backend(backend)
     assert ker.backend == backend
-    if ker.asam is not None and not backend_available(backend, "dynamic_image", DI_KERNELS):
-        warnings.warn(
-            f"dynamic_image has no {backend!r} kernel in this build: it runs its reference here", stacklevel=2
-        )
-        ker.asam.dynamic_image.backend = "reference"
     return ker
 
 
