@@ -134,7 +134,7 @@ class MTSTWNTask(Task):
             raise SystemExit(f"models.train: --size must be a multiple of 32 (>= 32), got {args.size}")
 
     def build_dataset(self, args):
-        from ..data import MFEDFolderDataset, SyntheticMFED
+        from ..data.mfed import MFEDFolderDataset, SyntheticMFED
 
         if args.data == "synthetic":
             kw = {
