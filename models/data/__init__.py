@@ -8,6 +8,8 @@ Modules (a further data set is one new module built from the shared ones):
 - ``synthetic``: ``SyntheticMicroExpressions`` (MOL) and ``render_clip``, which any synthetic set reuses.
 - ``frames``: frame folders, label CSVs, label maps and image loading shared by the real-data loaders.
 - ``frame_folder``: ``FrameFolderDataset`` (MOL: CASME II / SAMM / SMIC style).
+- ``mfed``: ``SyntheticMFED`` and ``MFEDFolderDataset`` (MTSTWN: MFED, RGB clips with an experienced and a
+  required expression; their item format is in the module's docstring).
 - ``splits``: ``loso_folds``, ``split_indices``.
 
 The MOL data sets return items as dicts that torch's default collate stacks into batches:
@@ -26,6 +28,7 @@ Pixel coordinates: the centre of pixel (column x, row y) is at (x, y) (see ``geo
 
 from .frame_folder import FrameFolderDataset
 from .geometry import NUM_LANDMARKS, inter_ocular_distance
+from .mfed import MFED_CLASSES, MFEDFolderDataset, SyntheticMFED
 from .motion import MAX_AMPLITUDE, PRIMITIVES
 from .splits import loso_folds, split_indices
 from .synthetic import SyntheticMicroExpressions
@@ -39,4 +42,7 @@ __all__ = [
     "NUM_LANDMARKS",
     "PRIMITIVES",
     "MAX_AMPLITUDE",
+    "SyntheticMFED",
+    "MFEDFolderDataset",
+    "MFED_CLASSES",
 ]

@@ -7,6 +7,8 @@ Units are pixels of the output frame of side S; the shapes are drawn for S = 128
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
+from typing import Optional
 
 import numpy as np
 import torch
@@ -107,12 +109,21 @@ class Face:
             pts.append((self.cx + du * self.mw, self.my + g))
         return torch.tensor(pts, dtype=torch.float32)
 
-    def render(self, q: torch.Tensor, texture: torch.Tensor, reach: float) -> torch.Tensor:
+    def render(
+        self,
+        q: torch.Tensor,
+        texture: torch.Tensor,
+        reach: float,
+        colors: Optional[tuple[Sequence[float], Sequence[float]]] = None,
+    ) -> torch.Tensor:
         """Grey value of the neutral face at the material points ``q (t, S, S, 2)`` of a pixel grid -> ``(t, S, S)``.
 
         ``texture`` is a ``(1, 1, h, w)`` skin-texture field sampled (bilinear) at ``q``, so it moves with the
         face like every other part. The small parts are only evaluated in pixel boxes around them, grown by
         ``reach`` (the largest ``|q - p|`` on the grid) plus a margin where their soft edges are below 1e-4.
+
+        ``colors = (skin_rgb, background_rgb)``: three per-channel gains each of the skin and the background
+        grey values -> an RGB render ``(3, t, S, S)``; the dark parts shade every channel alike.
         """
         X, Y = q[..., 0].contiguous(), q[..., 1].contiguous()
         S = q.shape[-2]
@@ -123,6 +134,13 @@ class Face:
         face = _sig((1 - rf) * R / w)
         skin = self.skin * (1 + self.light * (X - self.cx) / self.rx) + _sample_texture(texture, q, self.u)
         bg = self.bg * (1 + 0.15 * (Y - self.cy) / self.ry)
+        if colors is not None:
+            if len(colors) != 2 or any(len(c) != 3 for c in colors):
+                raise ValueError(
+                    f"colors must be (skin_rgb, background_rgb), three gains each, got {colors!r}"
+                )
+            skin = skin * torch.tensor(colors[0], dtype=skin.dtype).view(3, 1, 1, 1)
+            bg = bg * torch.tensor(colors[1], dtype=bg.dtype).view(3, 1, 1, 1)
         img = bg + (skin - bg) * face
 
         dark = torch.zeros_like(X)

@@ -9,14 +9,16 @@ and calls ``render_clip``.
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Sequence
 from types import SimpleNamespace
+from typing import Optional
 
 import numpy as np
 import torch
 
 from .face import Face, smooth_noise
 from .geometry import NUM_LANDMARKS, pixel_grid
-from .motion import MAX_AMPLITUDE, PRIMITIVES, Motion, add_primitive, invert
+from .motion import MAX_AMPLITUDE, PRIMITIVES, Motion, add_primitive, as_groups, invert
 
 __all__ = ["SyntheticMicroExpressions", "render_clip", "balanced_labels", "one_thread"]
 
@@ -51,36 +53,60 @@ def balanced_labels(
 
 
 def render_clip(
-    face: Face, motion: Motion, a: torch.Tensor, g: torch.Tensor, texture: torch.Tensor, noise: torch.Tensor
+    face: Face,
+    motion,
+    a: torch.Tensor,
+    g: torch.Tensor,
+    texture: torch.Tensor,
+    noise: torch.Tensor,
+    colors: Optional[tuple[Sequence[float], Sequence[float]]] = None,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Render a clip of ``face`` moved by ``motion`` and return its exact ground truth.
 
     Material point q of the neutral face sits at ``x_k(q) = q + a[k] D(q) + g[k]`` in frame k (``D``:
-    ``motion``; ``a (t,)``: intensities; ``g (t, 2)``: global shifts). ``texture (1, 1, h, w)``: the skin
-    texture; ``noise (t, S, S)``: sensor noise added to the frames. Returns ``video (1, t, S, S)`` in [0, 1],
-    ``flow (2, S, S, t-1)`` (forward, frame k -> k+1) and ``landmarks (136, t)`` (interleaved x, y).
+    ``motion``; ``a (t,)``: intensities in [0, 1]; ``g (t, 2)``: global shifts). ``motion`` may also be a
+    sequence of G motions, each with its own intensities ``a (t, G)``: ``x_k(q) = q + sum_j a[k, j] D_j(q) +
+    g[k]``. ``texture (1, 1, h, w)``: the skin texture; ``noise (t, S, S)`` (``(3, t, S, S)`` with
+    ``colors``): sensor noise added to the frames. ``colors = (skin_rgb, background_rgb)``: per-channel gains
+    of a colour render (see ``Face.render``). Returns ``video (1, t, S, S)`` (``(3, t, S, S)`` with
+    ``colors``) in [0, 1], ``flow (2, S, S, t-1)`` (forward, frame k -> k+1) and ``landmarks (136, t)``
+    (interleaved x, y).
     """
-    t, S = noise.shape[0], noise.shape[-1]
+    motions, ag = as_groups(motion, a)
+    t, S = noise.shape[-3], noise.shape[-1]
     p = pixel_grid(S)  # (S, S, 2) as (x, y)
-    reach = motion.reach() + float(g.abs().max())
-    # D vanishes outside its support, so only pixels near it need the warp (elsewhere q = p - g_k)
-    active = motion.support(S, reach + 1)
-    idx = active.flatten().nonzero().squeeze(1)
-    q = (p.unsqueeze(0) - g[:, None, None]).reshape(t, S * S, 2)
-    qa = invert(motion, q[:, idx], a)  # (t, M, 2)
-    q[:, idx] = qa
-    q = q.reshape(t, S, S, 2)
+    reach = sum(m.reach() for m in motions) + float(g.abs().max())
+    # D vanishes outside its support, so only the box of pixels near it needs the warp (elsewhere q = p - g_k)
+    active = motions[0].support(S, reach + 1)
+    for m in motions[1:]:
+        active |= m.support(S, reach + 1)
+    rows, cols = active.any(1).nonzero(), active.any(0).nonzero()
+    box = (slice(None), slice(0, 0), slice(0, 0))
+    if rows.numel():
+        box = (slice(None), slice(int(rows[0]), int(rows[-1]) + 1), slice(int(cols[0]), int(cols[-1]) + 1))
+    # frames with the same intensities and shift are the same image: warp and render each of them once
+    _, inv = torch.unique(torch.cat([ag, g], 1), dim=0, return_inverse=True)
+    rep = torch.full((int(inv.max()) + 1,), t).scatter_reduce_(0, inv, torch.arange(t), "amin")
+    if len(rep) == t:
+        rep = inv = torch.arange(t)
+    q = p.unsqueeze(0) - g[rep, None, None]  # (n, S, S, 2)
+    q[box] = invert(motion, q[box], a[rep])  # (n, h, w, 2)
+    img = face.render(q, texture, reach, colors)[..., inv, :, :]
+    q = q[inv]
+    qa = q[box]
 
-    video = face.render(q, texture, reach) + noise
-    video = video.clamp(0, 1).unsqueeze(0).contiguous()
+    video = (img + noise).clamp(0, 1)
+    video = (video.unsqueeze(0) if video.dim() == 3 else video).contiguous()
 
-    da = (a[1:] - a[:-1])[:, None, None]
-    flow = (g[1:] - g[:-1])[:, None].expand(t - 1, S * S, 2).clone()  # (t-1, S*S, 2)
-    flow[:, idx] += da * motion(qa[:-1])
-    flow = flow.reshape(t - 1, S, S, 2).permute(3, 1, 2, 0).contiguous()
-
+    flow = (g[1:] - g[:-1])[:, None, None].expand(t - 1, S, S, 2).clone()  # (t-1, S, S, 2)
     lm0 = face.landmarks()  # (68, 2)
-    lm = lm0 + a[:, None, None] * motion(lm0) + g[:, None]  # (t, 68, 2)
+    lm = lm0
+    for j, m in enumerate(motions):
+        da = (ag[1:, j] - ag[:-1, j])[:, None, None]
+        flow[box] += da[..., None] * m(qa[:-1])
+        lm = lm + ag[:, j, None, None] * m(lm0)  # (t, 68, 2)
+    flow = flow.permute(3, 1, 2, 0).contiguous()
+    lm = lm + g[:, None]
     landmarks = lm.reshape(t, 2 * NUM_LANDMARKS).t().contiguous()
     return video, flow, landmarks
 
