@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 MAX_JOBS ?= 2
 TORCH_SPEC ?= torch==2.14.1
 TORCHVISION_SPEC ?= torchvision==0.29.1
-DEPS := "$(TORCH_SPEC)" "$(TORCHVISION_SPEC)" ninja numpy pillow tqdm pytest pytest-benchmark pytest-xdist ruff
+DEPS := "$(TORCH_SPEC)" "$(TORCHVISION_SPEC)" ninja numpy pillow tqdm "matplotlib>=3.8" pytest pytest-benchmark pytest-xdist ruff
 SHELL := /bin/bash
 
 .PHONY: install reinstall demo test test-fast bench lint format aot clean FORCE
@@ -72,7 +72,8 @@ demo: install
 	$(BIN)/python -m models.train mol $(DEMO_ARGS)
 	$(BIN)/python -m fxkernels demo
 
-# Per-file progress and the 15 slowest tests; tests/conftest.py orders the long model-training and slow tests last.
+# Per-file progress (tests/file_progress.py: a line per finished file) and the 15 slowest tests;
+# tests/conftest.py orders the long model-training and slow tests last.
 PYTEST_ARGS ?= -ra --durations=15
 # pytest-xdist: one worker per core, each test file on one worker (module fixtures are built once); the
 # workers share the cores' threads (tests/conftest.py) and the AOT compile runs once in the background

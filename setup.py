@@ -271,9 +271,16 @@ setup(
             "numpy",
             "pillow",
             "tqdm",
+            "matplotlib>=3.8",
             "torchvision==0.29.*",
         ],
-        "models": ["numpy", "pillow", "tqdm", "torchvision==0.29.*"],  # datasets, training CLI, backbones
+        "models": [
+            "numpy",
+            "pillow",
+            "tqdm",
+            "matplotlib>=3.8",
+            "torchvision==0.29.*",
+        ],  # datasets, CLI, figures
     },
     ext_modules=[ext],
     cmdclass={"build_ext": FxkBuildExtension.with_options(use_ninja=True)},

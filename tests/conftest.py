@@ -61,9 +61,10 @@ def pytest_configure(config):
     workers = getattr(config, "workerinput", None)
     if workers is None:
         # the controller (or a plain run): one AOT directory for the whole session, inherited by xdist workers
-        from tests import aot_background
+        from tests import aot_background, file_progress
 
         aot_background.session_dir()
+        file_progress.pytest_configure(config)
     else:
         # an xdist worker: share the cores with the other workers instead of oversubscribing them (the kernels'
         # results do not depend on the thread count; tests that need several threads set them)

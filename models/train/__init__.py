@@ -16,6 +16,7 @@ each process trains on its shard of every batch (gloo on CPU, nccl on GPU); rank
 
 from ..mol import MOL
 from .cli import build_parser, count, parse_args, positive_int
+from .inputs import model_input
 from .loop import (
     CHECKPOINT_KEYS,
     backend_ctx,
@@ -29,7 +30,6 @@ from .loop import (
     predict,
     train_step,
 )
-from .mol_task import model_input
 from .task import Task
 from .tasks import TASKS
 

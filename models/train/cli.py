@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import argparse
+import importlib.util
 
 import fxkernels
 
@@ -140,5 +141,7 @@ def parse_args(argv=None) -> argparse.Namespace:
             raise SystemExit(
                 f"models.train: --{name.replace('_', '-')} must be >= 1, got {getattr(args, name)}"
             )
+    if args.save_figures and importlib.util.find_spec("matplotlib") is None:
+        raise SystemExit("models.train: --save-figures needs matplotlib (pip install 'fxkernels[models]')")
     TASKS[args.model].check_args(args)
     return args

@@ -5,25 +5,11 @@ from __future__ import annotations
 
 import os
 
-import torch
-
 from ..data import FrameFolderDataset, SyntheticMicroExpressions
 from ..metrics import all_metrics
 from ..mol import MOL, mol_loss
+from .inputs import add_input_arguments, model_input
 from .task import Task
-
-
-def model_input(video: torch.Tensor, args) -> torch.Tensor:
-    """(B, 1, t, S, S) clips -> model input (--input-norm, --input-scale). Why: at the official initialisation
-    the ParC blocks' random biases and position encodings (std 1) follow a linear conv stack that shrinks its
-    input, so raw [0, 1] frames leave the clip-dependent part of the features at a few percent of the total."""
-    if args.input_norm == "none":
-        return video * args.input_scale
-    if args.input_norm == "temporal":  # only what changes over time is left: the motion
-        video = video - video.mean(2, keepdim=True)
-    dims = tuple(range(1, video.dim()))
-    video = (video - video.mean(dims, keepdim=True)) / video.std(dims, keepdim=True).clamp_min(1e-6)
-    return video * args.input_scale
 
 
 class MOLTask(Task):
@@ -64,16 +50,10 @@ class MOLTask(Task):
             help="synthetic: camera-shake std in pixels per frame (unset: the data set's 0.25)",
         )
         g.add_argument("--t", type=int, default=8, help="frames per clip (the model needs t >= 4)")
-        g.add_argument(
-            "--input-norm",
-            choices=["clip", "temporal", "none"],
-            default="clip",
-            help="clip: standardise each clip; temporal: subtract each pixel's temporal mean, then "
-            "standardise; none: raw [0, 1] frames",
-        )
-        g.add_argument(
-            "--input-scale", type=float, default=1.0, help="factor applied to the normalised input"
-        )
+        # why "clip": at the official initialisation the ParC blocks' random biases and position encodings
+        # (std 1) follow a linear conv stack that shrinks its input, so raw [0, 1] frames leave the
+        # clip-dependent part of the features at a few percent of the total
+        add_input_arguments(g, "clip", "the official code's ParC stack needs unit-scale input")
         g = p.add_argument_group("mol: model and loss")
         g.add_argument(
             "--semantics",

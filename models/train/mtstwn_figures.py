@@ -10,13 +10,16 @@ import torch.nn.functional as F
 
 
 @torch.no_grad()
-def asam_masks(model, ds, idx: list[int], device) -> tuple[torch.Tensor, torch.Tensor, list[dict]]:
-    """-> (apex frames (N, 3, S, S), masks upsampled to (N, S, S), items' labels), eval mode."""
+def asam_masks(
+    model, ds, idx: list[int], device, prepare=None
+) -> tuple[torch.Tensor, torch.Tensor, list[dict]]:
+    """-> (apex frames (N, 3, S, S), masks upsampled to (N, S, S), items' labels), eval mode; `prepare` maps
+    the clips to the model's input (the task's input normalisation)."""
     items = [ds[i] for i in idx]
     video = torch.stack([it["video"] for it in items]).to(device)
     was = model.training
     model.eval()
-    mask = model(video)["mask"]  # (N, 1, S/4, S/4)
+    mask = model(video if prepare is None else prepare(video))["mask"]  # (N, 1, S/4, S/4)
     model.train(was)
     apex = torch.stack([it["video"][:, int(it["apex"])] for it in items])
     up = F.interpolate(mask.float().cpu(), size=apex.shape[-2:], mode="bilinear", align_corners=False)[:, 0]
@@ -24,7 +27,7 @@ def asam_masks(model, ds, idx: list[int], device) -> tuple[torch.Tensor, torch.T
     return apex, up, meta
 
 
-def asam_figure(model, ds, idx: list[int], path: Path, device) -> Path:
+def asam_figure(model, ds, idx: list[int], path: Path, device, prepare=None) -> Path:
     """Apex frame (top), ASAM mask (middle) and the mask over the frame (bottom) per clip; each mask is
     shown on its own min..max range (with mask_act="none" it is an unbounded linear map)."""
     import matplotlib
@@ -32,7 +35,7 @@ def asam_figure(model, ds, idx: list[int], path: Path, device) -> Path:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    apex, mask, meta = asam_masks(model, ds, idx, device)
+    apex, mask, meta = asam_masks(model, ds, idx, device, prepare)
     names = getattr(ds, "classes", None)
     n = len(idx)
     fig, axes = plt.subplots(3, n, figsize=(2.4 * n, 7.4), squeeze=False)

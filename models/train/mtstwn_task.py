@@ -11,6 +11,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
+from .inputs import add_input_arguments, model_input
 from .task import Task
 
 
@@ -58,7 +59,7 @@ class MTSTWNTask(Task):
     # the paper's training: SGD lr 1e-4, momentum 0.9, weight decay 5e-4, batch 8, 50 epochs
     defaults = {"epochs": 50, "batch_size": 8, "lr": 1e-4, "weight_decay": 5e-4, "out": "runs/mtstwn"}
     resume_keys = ("classes", "subjects", "clips", "frames", "size", "amplitude", "noise", "jitter", "mvit",
-                   "asam", "stfm", "mtl", "mask_act", "embed_dim", "depths", "heads", "branch_heads")  # fmt: skip
+                   "asam", "stfm", "mtl", "mask_act", "input_norm", "input_scale", "embed_dim", "depths", "heads", "branch_heads")  # fmt: skip
     metric_columns = ("acc", "f1", "recall", "acc_6E", "f1_6E", "acc_6R", "f1_6R")
 
     def add_arguments(self, p):
@@ -90,6 +91,7 @@ class MTSTWNTask(Task):
             default=None,
             help="synthetic: camera shake in pixels (unset: the data set's)",
         )
+        add_input_arguments(g, "none", "the paper's raw RGB; temporal leaves the stem only the motion")
         g.add_argument(
             "--rotation", type=float, default=10.0, help="training augmentation: random rotation in +-degrees"
         )
@@ -182,7 +184,7 @@ class MTSTWNTask(Task):
         from ..mtstwn import mtstwn_loss, mtstwn_predictions
 
         video = rotate_clips(batch["video"], args.rotation) if train else batch["video"]
-        out = model(video)
+        out = model(model_input(video, args))
         n = math.isqrt(out["joint"].shape[1])
         loss, parts = mtstwn_loss(out, batch["experienced"], batch["required"], args.task, num_re=n)
         return loss, parts, mtstwn_predictions(out, num_re=n)["joint"]
@@ -190,7 +192,7 @@ class MTSTWNTask(Task):
     def predict(self, model, batch, args):
         from ..mtstwn import mtstwn_predictions
 
-        out = model(batch["video"])
+        out = model(model_input(batch["video"], args))
         return mtstwn_predictions(out, num_re=math.isqrt(out["joint"].shape[1]))["joint"]
 
     def metrics(self, labels, preds, ds):
@@ -209,4 +211,5 @@ class MTSTWNTask(Task):
 
         if not args.asam:
             return []
-        return [asam_figure(model, ds, idx[:4], Path(out) / "asam_masks.png", device)]
+        prepare = lambda v: model_input(v, args)  # noqa: E731
+        return [asam_figure(model, ds, idx[:4], Path(out) / "asam_masks.png", device, prepare)]

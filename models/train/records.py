@@ -4,6 +4,7 @@ per epoch) and `<out>/curves.png` (loss and accuracy per epoch, matplotlib)."""
 from __future__ import annotations
 
 import csv
+import sys
 from pathlib import Path
 
 METRICS_CSV = "metrics.csv"
@@ -55,6 +56,9 @@ class EpochLog:
         tmp.replace(self.path)
 
 
+_MISSING_MATPLOTLIB_SAID: list[str] = []  # say it once per process, not once per epoch
+
+
 def plot_curves(rows: list[dict], path: Path, title: str, tests: dict[int, float] | None = None,
                 chance: float | None = None) -> Path | None:  # fmt: skip
     """Training loss and accuracy per epoch, one line per fold; held-out accuracy of each finished fold as a
@@ -68,6 +72,10 @@ def plot_curves(rows: list[dict], path: Path, title: str, tests: dict[int, float
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
     except ImportError:
+        if not _MISSING_MATPLOTLIB_SAID:
+            _MISSING_MATPLOTLIB_SAID.append(path.name)
+            print(f"models.train: {path.name} not drawn: matplotlib is not installed "
+                  "(pip install 'fxkernels[models]')", file=sys.stderr)  # fmt: skip
         return None
     fig, (ax_l, ax_a) = plt.subplots(1, 2, figsize=(10, 3.8))
     folds: dict[int, list[dict]] = {}

@@ -6,7 +6,7 @@ import torch
 
 import fxkernels
 from fxkernels.ops.corr.reference import spatial_correlation_loop, spatial_correlation_ref
-from fxkernels.testing import assert_close, assert_deterministic, check_op, gradcheck
+from fxkernels.testing import assert_close, assert_deterministic, backend_params, check_op, gradcheck
 from tests.conftest import BACKEND_PARAMS
 
 DTYPES = [pytest.param(torch.float32, id="fp32"), pytest.param(torch.float64, id="fp64")]
@@ -152,6 +152,18 @@ def test_module_matches_mol_formula():
     layer = fxkernels.SpatialCorrelation(21, 2, normalize=True, negative_slope=0.1, backend="reference")
     want = torch.nn.functional.leaky_relu(spatial_correlation_loop(f1, f2, 21, 2) / 6, 0.1)
     assert_close(layer(f1, f2), want)
+
+
+@pytest.mark.parametrize("device,backend", backend_params(reference=True))
+def test_output_that_cannot_fit_is_a_value_error(device, backend):
+    # patch_size 2^15 (reach check passes: patch_size**2 = 2^30) on an 8x8 map: a 256 GiB output, refused
+    # before anything is allocated or launched, on every backend
+    f1 = torch.randn(1, 1, 8, 8, device=device)
+    msg = r"the output \(B, patch_size\*\*2, H, W\) = \(1, 1073741824, 8, 8\) would take 256.0 GiB, more than"
+    with pytest.raises(ValueError, match=msg):
+        fxkernels.spatial_correlation(f1, f1, 2**15, backend=backend)
+    with pytest.raises(ValueError, match="must be at most 2\\^30"):
+        fxkernels.spatial_correlation(f1, f1, 2**15 + 1, backend=backend)
 
 
 def test_bad_input():

@@ -205,6 +205,24 @@ def test_fcc_bad_input(fn, msg):
         fn(x, w)
 
 
+def test_fcc_error_messages_read_whole():
+    # the whole message as a user reads it: the op, the argument, the expected and the actual shape
+    x, w = torch.randn(2, 3, 8, 8), torch.randn(3, 8)
+    want = (
+        "fxkernels.circular_conv: weight must have shape (C, H) = (3, 8) for x of shape (B, C, H, W) = "
+        "(2, 3, 8, 8), got (3, 5)"
+    )
+    with pytest.raises(ValueError) as e:
+        fxkernels.circular_conv(x, w[:, :5])
+    assert str(e.value) == want
+    with pytest.raises(ValueError) as e:
+        fxkernels.circular_conv2d(x, w, w[:, :3], "VH")
+    assert str(e.value) == (
+        "fxkernels.circular_conv2d: weight2 must have shape (C, W) = (3, 8) for x of shape (B, C, H, W) = "
+        "(2, 3, 8, 8), got (3, 3)"
+    )
+
+
 def test_fcc_backend_device_mismatch():
     x, w = torch.randn(2, 3, 8, 8), torch.randn(3, 8)
     with pytest.raises(RuntimeError, match="backend 'cuda'"):
