@@ -103,6 +103,11 @@ def _backward(
     return tuple(empty_if_none(g, x) for g in grads)
 
 
+def _eager_backward(dy, x, weight1, weight2, pos1, pos2, bias1, bias2, mode, backend):
+    """The eager path keeps the launchers' None gradients (no empty placeholder tensors: ~20 us per call)."""
+    return _launchers(backend)[1](dy, x, weight1, weight2, pos1, pos2, bias1, bias2, mode)
+
+
 def _backward_fake(dy, x, weight1, weight2, pos1, pos2, bias1, bias2, mode, backend):
     def like(t):
         return x.new_empty(0) if t is None else torch.empty(t.shape, dtype=t.dtype, device=t.device)
@@ -143,6 +148,7 @@ circular_conv_op = FusedOp(
     fake=_forward_fake,
     backward=_backward,
     backward_fake=_backward_fake,
+    eager_backward=_eager_backward,
     setup=_setup_1,
     grads=_grads_1,
 )
