@@ -20,8 +20,6 @@ from __future__ import annotations
 
 import math
 import os
-import statistics
-import time
 
 import pytest
 import torch
@@ -30,7 +28,7 @@ import torch.nn.functional as F
 import fxkernels
 from fxkernels.ops.attention.reference import attention_pool_ref, attention_ref
 
-from .conftest import DEVICE, MEMORY, RESULTS, peak_extra_bytes, providers, run_benchmark, sync
+from .conftest import DEVICE, MEMORY, RESULTS, peak_extra_bytes, providers, run_benchmark, run_interleaved
 
 QUICK = os.environ.get("FXK_BENCH_QUICK", "0") == "1"
 HD = 96
@@ -228,19 +226,7 @@ def test_mvit_v2_s_training_step():
     if not hasattr(fxkernels.nn, "fuse_mvit"):
         pytest.skip("fxkernels.nn.fuse_mvit is not available")
     key = ("attention", "mvit_v2_s step", "1x3x16x224x224", "fwd+bwd")
-    steps = {"reference": _mvit_step(False), "fused": _mvit_step(True)}
-    times: dict = {p: [] for p in steps}
-    for fn in steps.values():
-        fn()
-        sync()
-    for _ in range(STEP_ROUNDS):
-        for p, fn in steps.items():
-            t0 = time.perf_counter()
-            fn()
-            sync()
-            times[p].append(time.perf_counter() - t0)
-    for p, ts in times.items():
-        RESULTS[key][p] = statistics.median(ts)
+    times = run_interleaved(key, {"reference": _mvit_step(False), "fused": _mvit_step(True)}, STEP_ROUNDS)
     print(f"\nmvit_v2_s step (s, {STEP_ROUNDS} interleaved rounds):",
           {p: [round(t, 3) for t in ts] for p, ts in times.items()})  # fmt: skip
 

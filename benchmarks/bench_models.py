@@ -21,7 +21,7 @@ import torch
 from models.mol import MOL, mol_loss, published_forward
 from models.mtstwn import MTSTWN, mtstwn_loss
 
-from .conftest import DEVICE, RESULTS, providers, run_benchmark
+from .conftest import DEVICE, RESULTS, providers, run_benchmark, run_interleaved
 
 B, T, S, CLASSES = 8, 8, 128, 5
 CASE = f"B{B}-t{T}-{S}x{S}-c{CLASSES}"
@@ -106,9 +106,13 @@ def make_mtstwn_step(provider):
     return step
 
 
-@pytest.mark.parametrize("provider", providers())
-def test_mtstwn_train_step(benchmark, provider):
-    run_benchmark(benchmark, MT_KEY, provider, make_mtstwn_step(provider), rounds=ROUNDS, warmup_rounds=1)
+def test_mtstwn_train_step():
+    """Every provider's step, interleaved round by round (seconds per step: see conftest.run_interleaved)."""
+    times = run_interleaved(MT_KEY, {p: make_mtstwn_step(p) for p in providers()}, rounds=max(ROUNDS, 5))
+    print(
+        "\nMTSTWN train step (s, interleaved rounds):",
+        {p: [round(t, 3) for t in ts] for p, ts in times.items()},
+    )
 
 
 def test_mtstwn_report():

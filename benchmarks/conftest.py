@@ -54,6 +54,29 @@ def run_benchmark(benchmark, key, provider, fn, rounds=None, warmup_rounds=3):
         benchmark.extra_info["speedup_vs_reference"] = ref / med
 
 
+def run_interleaved(key, steps: dict, rounds: int, warmup_rounds: int = 1) -> dict:
+    """Time several providers' steps (provider -> fn) round by round, A B A B ..., after warm-up, and record
+    each provider's median in RESULTS[key]: for steps of seconds, where a change of machine load between one
+    provider's rounds and the next's would decide the ratio. Returns provider -> the round times (s)."""
+    import statistics
+    import time
+
+    for _ in range(warmup_rounds):
+        for fn in steps.values():
+            fn()
+            sync()
+    times: dict = {p: [] for p in steps}
+    for _ in range(rounds):
+        for p, fn in steps.items():
+            t0 = time.perf_counter()
+            fn()
+            sync()
+            times[p].append(time.perf_counter() - t0)
+    for p, ts in times.items():
+        RESULTS[key][p] = statistics.median(ts)
+    return times
+
+
 def make_step(fn, inputs, pass_: str, grad_shape):
     """One timed step: fn(*inputs) under no_grad ("fwd"), or a forward + backward of one fixed random upstream
     gradient of grad_shape, the inputs' .grad reset each time ("fwd+bwd")."""
