@@ -53,7 +53,7 @@ class MOLTask(Task):
         # why "clip": at the official initialisation the ParC blocks' random biases and position encodings
         # (std 1) follow a linear conv stack that shrinks its input, so raw [0, 1] frames leave the
         # clip-dependent part of the features at a few percent of the total
-        add_input_arguments(g, "clip", "the official code's ParC stack needs unit-scale input")
+        add_input_arguments(g, "clip", "the official code's ParC stack needs input of unit scale")
         g = p.add_argument_group("mol: model and loss")
         g.add_argument(
             "--semantics",

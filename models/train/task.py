@@ -5,13 +5,14 @@ metrics files and figures are shared."""
 from __future__ import annotations
 
 import argparse
+from abc import ABC, abstractmethod
 from typing import Any
 
 import torch
 from torch import nn
 
 
-class Task:
+class Task(ABC):
     """One model's definition for `python -m models.train <name>`.
 
     Class attributes:
@@ -39,10 +40,10 @@ class Task:
     def check_args(self, args: argparse.Namespace) -> None:
         """SystemExit with a message naming the option for values the task cannot use."""
 
+    @abstractmethod
     def build_dataset(self, args: argparse.Namespace):
         """The data set: items are dicts with "video" and "label" (an int64 class index), plus attributes
         `labels`, `subjects` (per item) and `num_classes`."""
-        raise NotImplementedError
 
     def num_classes(self, ds) -> int:
         """The number of classes "label" indexes (chance = 1 / it)."""
@@ -52,24 +53,24 @@ class Task:
         """The first log line's description of the model and the data."""
         return f"{self.title} on {args.data}: {len(ds)} clips, {ds.num_classes} classes"
 
+    @abstractmethod
     def build_model(self, args: argparse.Namespace, ds) -> nn.Module:
         """A new model with every fused layer on backend "auto" (the loop switches it with use_backend)."""
-        raise NotImplementedError
 
     def optimizer(self, args: argparse.Namespace, params) -> torch.optim.Optimizer:
         return torch.optim.AdamW(params, lr=args.lr, weight_decay=args.weight_decay)
 
+    @abstractmethod
     def loss(self, model: nn.Module, batch: dict, args: argparse.Namespace, train: bool):
         """Forward and loss of one batch -> (loss tensor, {part name: float tensor}, predicted labels (B,))."""
-        raise NotImplementedError
 
+    @abstractmethod
     def predict(self, model: nn.Module, batch: dict, args: argparse.Namespace) -> torch.Tensor:
         """Predicted labels (B,) in eval mode, no gradient."""
-        raise NotImplementedError
 
+    @abstractmethod
     def metrics(self, labels: list[int], preds: list[int], ds) -> dict[str, float]:
         """Test metrics of concatenated predictions (keys include `metric_columns`)."""
-        raise NotImplementedError
 
     def figures(self, model: nn.Module, ds, idx: list[int], args: argparse.Namespace, out, device) -> list:
         """`--save-figures`: the task's own figures of a trained model (paths written); none by default."""
