@@ -34,10 +34,10 @@ class Task(ABC):
     resume_keys: tuple[str, ...] = ()
     metric_columns: tuple[str, ...] = ("acc",)
 
-    def add_arguments(self, p: argparse.ArgumentParser) -> None:
+    def add_arguments(self, p: argparse.ArgumentParser) -> None:  # noqa: B027 (optional hook)
         """The task's own option groups (data set, model and loss)."""
 
-    def check_args(self, args: argparse.Namespace) -> None:
+    def check_args(self, args: argparse.Namespace) -> None:  # noqa: B027 (optional hook)
         """SystemExit with a message naming the option for values the task cannot use."""
 
     @abstractmethod
