@@ -59,7 +59,8 @@ class MTSTWNTask(Task):
     # the paper's training: SGD lr 1e-4, momentum 0.9, weight decay 5e-4, batch 8, 50 epochs
     defaults = {"epochs": 50, "batch_size": 8, "lr": 1e-4, "weight_decay": 5e-4, "out": "runs/mtstwn"}
     resume_keys = ("classes", "subjects", "clips", "frames", "size", "amplitude", "noise", "jitter", "mvit",
-                   "asam", "stfm", "mtl", "mask_act", "input_norm", "input_scale", "embed_dim", "depths", "heads", "branch_heads")  # fmt: skip
+                   "asam", "stfm", "mtl", "mask_act", "input_norm", "input_scale", "embed_dim", "depths", "heads",
+                   "branch_heads")  # fmt: skip
     metric_columns = ("acc", "f1", "recall", "acc_6E", "f1_6E", "acc_6R", "f1_6R")
 
     def add_arguments(self, p):
