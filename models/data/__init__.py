@@ -10,6 +10,9 @@ Modules (a further data set is one new module built from the shared ones):
 - ``frame_folder``: ``FrameFolderDataset`` (MOL: CASME II / SAMM / SMIC style).
 - ``mfed``: ``SyntheticMFED`` and ``MFEDFolderDataset`` (MTSTWN: MFED, RGB clips with an experienced and a
   required expression; their item format is in the module's docstring).
+- ``dfer``: ``SyntheticDFER``, ``DFEWDataset``, ``AFEWDataset`` and ``segment_indices`` (STT: dynamic facial
+  expression recognition, 16 RGB frames ``(16, 3, S, S)`` per item; the item format is in the module's
+  docstring).
 - ``splits``: ``loso_folds``, ``split_indices``.
 
 The MOL data sets return items as dicts that torch's default collate stacks into batches:
@@ -26,6 +29,8 @@ The MOL data sets return items as dicts that torch's default collate stacks into
 Pixel coordinates: the centre of pixel (column x, row y) is at (x, y) (see ``geometry``).
 """
 
+from .dfer import DFER_CLASSES, SyntheticDFER, segment_indices
+from .dfer_folder import AFEWDataset, DFEWDataset
 from .frame_folder import FrameFolderDataset
 from .geometry import NUM_LANDMARKS, inter_ocular_distance
 from .mfed import MFED_CLASSES, MFEDFolderDataset, SyntheticMFED
@@ -45,4 +50,9 @@ __all__ = [
     "SyntheticMFED",
     "MFEDFolderDataset",
     "MFED_CLASSES",
+    "SyntheticDFER",
+    "DFEWDataset",
+    "AFEWDataset",
+    "DFER_CLASSES",
+    "segment_indices",
 ]

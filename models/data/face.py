@@ -14,7 +14,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-__all__ = ["Face", "smooth_noise"]
+__all__ = ["Face", "smooth_noise", "subject_colors"]
 
 SOFT = 1.0  # edge softness of the rendered parts, in output pixels: keeps bilinear resampling accurate
 
@@ -224,3 +224,11 @@ def smooth_noise(rng: np.random.Generator, n: int, out: int) -> torch.Tensor:
     """``(1, 1, out, out)``: an ``n x n`` white-noise grid upsampled bicubically (a smooth random field)."""
     x = torch.from_numpy(rng.standard_normal((1, 1, n, n))).float()
     return F.interpolate(x, size=(out, out), mode="bicubic", align_corners=True)
+
+
+def subject_colors(seed: int, subject: int) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """``(skin_rgb, background_rgb)``: channel gains (see ``Face.render``) of ``subject`` under ``seed``."""
+    rng = np.random.default_rng([seed, 3, subject])
+    tone = rng.uniform(0.0, 1.0)  # 0: pale, 1: dark and warm (the brightness itself is Face.skin)
+    skin = (1.2 - 0.1 * tone, 0.95 - 0.12 * tone, 0.85 - 0.25 * tone) * rng.uniform(0.97, 1.03, 3)
+    return tuple(float(x) for x in skin), tuple(float(x) for x in rng.uniform(0.6, 1.4, 3))

@@ -150,15 +150,21 @@ def check_frames(numbers: Sequence[int], frames: dict[int, str], folder: str, wh
         raise FileNotFoundError(f"{where}: frame number(s) {absent} not found in {folder} (frames: {have})")
 
 
-def load_frames(paths: Sequence[str], size: int, mode: str = "L") -> tuple[torch.Tensor, tuple[int, int]]:
+def load_frames(
+    paths: Sequence[str], size: Optional[int], mode: str = "L"
+) -> tuple[torch.Tensor, tuple[int, int]]:
     """Load images, convert them to ``mode`` (PIL: "L" grey, "RGB"), resize to ``size x size`` (bilinear) and
-    scale to [0, 1] -> ``(video (c, n, size, size) float32, (W, H) of the last original frame)``."""
+    scale to [0, 1] -> ``(video (c, n, size, size) float32, (W, H) of the last original frame)``.
+
+    ``size=None`` keeps the original size (the frames must share it): ``video (c, n, H, W)``."""
     imgs = []
     W = H = 0
     for path in paths:
         with Image.open(path) as im:
             W, H = im.size
-            im = im.convert(mode).resize((size, size), Image.BILINEAR)
+            im = im.convert(mode)
+            if size is not None:
+                im = im.resize((size, size), Image.BILINEAR)
             imgs.append(torch.from_numpy(np.asarray(im, dtype=np.float32) / 255.0))
     video = torch.stack(imgs)  # (n, S, S) or (n, S, S, c)
     video = video.unsqueeze(0) if video.dim() == 3 else video.permute(3, 0, 1, 2).contiguous()

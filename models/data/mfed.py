@@ -24,7 +24,7 @@ from typing import Optional
 import numpy as np
 import torch
 
-from .face import Face, smooth_noise
+from .face import Face, smooth_noise, subject_colors
 from .frames import (
     LabelMap,
     check_frames,
@@ -169,10 +169,7 @@ class SyntheticMFED(torch.utils.data.Dataset):
 
     def subject_colors(self, subject: int) -> tuple[tuple[float, ...], tuple[float, ...]]:
         """``(skin_rgb, background_rgb)`` channel gains of ``subject`` (see ``Face.render``)."""
-        rng = np.random.default_rng([self.seed, 3, subject])
-        tone = rng.uniform(0.0, 1.0)  # 0: pale, 1: dark and warm (the brightness itself is Face.skin)
-        skin = (1.2 - 0.1 * tone, 0.95 - 0.12 * tone, 0.85 - 0.25 * tone) * rng.uniform(0.97, 1.03, 3)
-        return tuple(float(x) for x in skin), tuple(float(x) for x in rng.uniform(0.6, 1.4, 3))
+        return subject_colors(self.seed, subject)
 
     def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
         if not -len(self) <= index < len(self):
