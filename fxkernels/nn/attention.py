@@ -362,6 +362,7 @@ class MultiscaleAttention(nn.Module):
 
 
 # MultiscaleBlock and fuse_mvit build on the classes above (mvit.py imports this module)
+from .divided import DividedSpaceTimeBlock  # noqa: E402
 from .mvit import MSBlockConfig, MultiscaleBlock, fuse_mvit  # noqa: E402
 
-__all__ = ["MultiscaleAttention", "MultiscaleBlock", "MSBlockConfig", "fuse_mvit"]
+__all__ = ["MultiscaleAttention", "MultiscaleBlock", "MSBlockConfig", "fuse_mvit", "DividedSpaceTimeBlock"]
