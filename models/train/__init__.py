@@ -3,6 +3,7 @@
     python -m models.train mol --data synthetic --protocol split --epochs 3
     python -m models.train mol --data /path/CASME2 --protocol loso --epochs 40
     python -m models.train mtstwn --data synthetic --frames 8 --size 64 --embed-dim 24 --depths 1,1,1
+    python -m models.train stt --data /path/DFEW --fold 1           (DFEW's set_1_{train,test}.txt lists)
     torchrun --nproc_per_node 2 -m models.train mol --data synthetic ...     (DistributedDataParallel)
 
 Models: mol (docs/models/mol.md), mtstwn (docs/models/mtstwn.md); each is one task definition

@@ -21,14 +21,15 @@ def add_input_arguments(group, default: str, why: str) -> None:
     )
 
 
-def model_input(video: torch.Tensor, args) -> torch.Tensor:
-    """(B, C, t, S, S) clips -> model input (`args.input_norm`, `args.input_scale`): "none" scales the raw
-    frames, "clip" standardises each clip over (C, t, S, S), "temporal" first subtracts each pixel's mean
-    over t (only what changes over time is left: the motion)."""
+def model_input(video: torch.Tensor, args, time_dim: int = 2) -> torch.Tensor:
+    """(B, C, t, S, S) clips (the time axis at `time_dim`) -> model input (`args.input_norm`,
+    `args.input_scale`): "none" scales the raw frames, "clip" standardises each clip over all but the batch
+    axis, "temporal" first subtracts each pixel's mean over t (only what changes over time is left: the
+    motion)."""
     if args.input_norm == "none":
         return video * args.input_scale
     if args.input_norm == "temporal":
-        video = video - video.mean(2, keepdim=True)
+        video = video - video.mean(time_dim, keepdim=True)
     dims = tuple(range(1, video.dim()))
     video = (video - video.mean(dims, keepdim=True)) / video.std(dims, keepdim=True).clamp_min(1e-6)
     return video * args.input_scale

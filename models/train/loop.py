@@ -36,6 +36,9 @@ def build_dataset(args):
 
 
 def make_folds(ds, args):
+    own = TASKS[args.model].folds(ds, args)
+    if own is not None:
+        return own
     if args.protocol == "loso":
         folds = [(f"subject {s}", tr, te) for s, tr, te in loso_folds(ds.subjects)]
         if len(folds) < 2:
@@ -298,10 +301,10 @@ def main(argv=None) -> dict:
                 means = {k: float(stats[4 + i]) / n for i, k in enumerate(part_names)}
                 epoch_log.append({"fold": fi, "epoch": epoch, "loss": mean_loss, "train_acc": acc})
                 speed = steps / max(epoch_time, 1e-9)
+                parts_text = " (" + ", ".join(f"{k} {v:.4f}" for k, v in means.items()) + ")" if means else ""
                 log(
-                    f"{name} epoch {epoch + 1}/{args.epochs}: loss {mean_loss:.4f} ("
-                    + ", ".join(f"{k} {v:.4f}" for k, v in means.items())
-                    + f"), train acc {acc:.3f}, {steps} steps, {speed:.3f} steps/s"
+                    f"{name} epoch {epoch + 1}/{args.epochs}: loss {mean_loss:.4f}{parts_text}, "
+                    f"train acc {acc:.3f}, {steps} steps, {speed:.3f} steps/s"
                 )
                 if records is None:
                     resume_at = (start_fold, start_epoch) if resume_state is not None else None

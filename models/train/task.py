@@ -53,6 +53,11 @@ class Task(ABC):
         """The first log line's description of the model and the data."""
         return f"{self.title} on {args.data}: {len(ds)} clips, {ds.num_classes} classes"
 
+    def folds(self, ds, args: argparse.Namespace):
+        """The data set's own folds `[(name, train_idx, test_idx), ...]`, or None for `--protocol`'s (LOSO or
+        a stratified split); e.g. DFEW's fixed train / test lists."""
+        return None
+
     @abstractmethod
     def build_model(self, args: argparse.Namespace, ds) -> nn.Module:
         """A new model with every fused layer on backend "auto" (the loop switches it with use_backend)."""

@@ -3,5 +3,6 @@ task module and one entry here."""
 
 from .mol_task import MOLTask
 from .mtstwn_task import MTSTWNTask
+from .stt_task import STTTask
 
-TASKS = {t.name: t for t in (MOLTask(), MTSTWNTask())}
+TASKS = {t.name: t for t in (MOLTask(), MTSTWNTask(), STTTask())}
