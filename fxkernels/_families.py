@@ -10,4 +10,4 @@ For each name `f`:
 No imports here: `fxkernels.aot` reads the list without loading the ops.
 """
 
-FAMILIES = ("fcc", "ccc", "corr", "spectral", "attention", "dynamic_image")
+FAMILIES = ("fcc", "ccc", "corr", "spectral", "attention", "dynamic_image", "compact_softmax_ce")
