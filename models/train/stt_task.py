@@ -29,7 +29,14 @@ class STTTask(Task):
     doc = "docs/models/stt.md"
     # the paper's (Former-DFER's) training: SGD lr 0.01, momentum 0.9, weight decay 1e-4, batch 32, 100 epochs
     # --csv unset: DFEW's fold lists (set_{k}_{split}.txt); a CSV is DFEW's own set_{k}.csv format
-    defaults = {"epochs": 100, "batch_size": 32, "lr": 0.01, "weight_decay": 1e-4, "out": "runs/stt", "csv": None}
+    defaults = {
+        "epochs": 100,
+        "batch_size": 32,
+        "lr": 0.01,
+        "weight_decay": 1e-4,
+        "out": "runs/stt",
+        "csv": None,
+    }
     resume_keys = ("classes", "subjects", "clips", "size", "fold", "list_format", "amplitude", "noise", "drift",
                    "input_norm", "input_scale", "backbone_stage", "dim", "heads", "depth", "beta")  # fmt: skip
     metric_columns = ("acc", "uar")  # acc is the WAR (weighted average recall = accuracy)
