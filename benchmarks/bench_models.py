@@ -11,6 +11,9 @@ seconds on CPU, so this file uses 3 timed rounds (FXK_MODEL_ROUNDS).
 MTSTWN at a size this CPU trains (the paper's is B = 8 clips of 30 x 224 x 224): B = 2 clips of 16 frames at
 96 x 96, the paper's widths (96 -> 768), heads and STFM/ASAM/MTL, depths (2, 2, 2) instead of (4, 4, 4);
 SGD step. Providers: every fxkernels backend, the reference backend and torch.compile of the reference model.
+
+STT at the paper's size with B = 4 clips (the paper trains with 32): 16 frames of 112 x 112, resnet18 to layer3,
+4 divided space-time blocks of 512, compact softmax CE, SGD step; the same providers.
 """
 
 import os
@@ -20,6 +23,7 @@ import torch
 
 from models.mol import MOL, mol_loss, published_forward
 from models.mtstwn import MTSTWN, mtstwn_loss
+from models.stt import STT, stt_loss
 
 from .conftest import DEVICE, RESULTS, providers, run_benchmark, run_interleaved
 
@@ -131,3 +135,43 @@ def test_mtstwn_report():
     print(prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=12))
     for p in fused:
         assert row[p] <= 1.05 * row["reference"], ratios
+
+
+ST_B = 4
+ST_KEY = ("models", "STT train step", f"B{ST_B}-16x3x112x112-layer3", "fwd+bwd+step")
+
+
+def make_stt_step(provider):
+    torch.manual_seed(0)
+    backend = provider if provider != "compile" else "reference"
+    model = STT(backend=backend).to(DEVICE).train()
+    opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9, weight_decay=1e-4)
+    g = torch.Generator().manual_seed(0)
+    x = torch.rand(ST_B, 16, 3, 112, 112, generator=g).to(DEVICE)
+    y = torch.randint(0, 7, (ST_B,), generator=g).to(DEVICE)
+    fwd = torch.compile(model) if provider == "compile" else model
+    loss_backend = "reference" if provider in ("reference", "compile") else provider
+
+    def step():
+        opt.zero_grad(set_to_none=True)
+        stt_loss(fwd(x), y, backend=loss_backend).backward()
+        opt.step()
+
+    return step
+
+
+def test_stt_train_step():
+    """Every provider's step, interleaved round by round; then the fused step's top ops. No target is set."""
+    times = run_interleaved(ST_KEY, {p: make_stt_step(p) for p in providers()}, rounds=max(ROUNDS, 5))
+    print(
+        "\nSTT train step (s, interleaved rounds):", {p: [round(t, 3) for t in ts] for p, ts in times.items()}
+    )
+    row = RESULTS[ST_KEY]
+    print("STT training step:", {f"{p} vs reference": round(row["reference"] / row[p], 2) for p in row})
+    fused = [p for p in row if p not in ("reference", "compile")]
+    if fused:
+        step = make_stt_step(fused[0])
+        step()
+        with torch.profiler.profile() as prof:
+            step()
+        print(prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=12))
