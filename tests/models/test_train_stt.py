@@ -54,3 +54,19 @@ def test_stt_dfew_lists_give_the_fixed_fold(tmp_path):
 def test_stt_bad_arguments(argv, match):
     with pytest.raises(SystemExit, match=match):
         train.parse_args(SMALL + argv)
+
+
+# the documented recipe (docs/models/stt.md, "Training on synthetic data"): a small STT, temporally centred
+# input, AdamW 3e-4, 140 clips of 2 subjects with a third of the default head drift, a quarter held out
+LEARN = ["--data", "synthetic", "--subjects", "2", "--clips", "10", "--dim", "64", "--depth", "1", "--noise", "0",
+         "--amplitude", "6", "--drift", "2", "--input-norm", "temporal", "--weight-decay", "0.05", "--epochs", "8",
+         "--batch-size", "8"]  # fmt: skip
+
+
+@pytest.mark.slow
+def test_stt_learns_on_synthetic_data(tmp_path):
+    # seeded, under a minute on 2 cores: held-out UAR at least twice chance (measured 0.40 for seed 0, 0.49 for 1)
+    s = run_main(SMALL + LEARN, tmp_path)
+    losses = [e["loss"] for e in s["epochs"]]
+    assert losses[-1] < 0.6 * losses[0], losses
+    assert s["overall"]["uar"] >= 2 * s["chance"], s["overall"]
