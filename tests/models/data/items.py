@@ -1,4 +1,7 @@
-"""Checks shared by the data-set tests: the MOL item format and bilinear sampling at pixel points."""
+"""Checks and helpers shared by the data-set tests: the MOL item format, bilinear sampling at pixel points, label
+CSV files."""
+
+import csv
 
 import torch
 import torch.nn.functional as F
@@ -27,3 +30,11 @@ def sample(img, pts):
 
 
 # ---------------------------------------------------------------------------------------------------------
+
+
+def write_csv(path, rows, header):
+    """A label CSV: the header row, then `rows`."""
+    with open(path, "w", newline="") as fh:
+        w = csv.writer(fh)
+        w.writerow(header)
+        w.writerows(rows)

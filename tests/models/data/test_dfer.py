@@ -2,8 +2,6 @@
 variable lengths, class motion vs class-independent head motion, train-mode sampling) and the DFEW / AFEW
 loaders on generated frame folders and label files."""
 
-import csv
-
 import numpy as np
 import pytest
 import torch
@@ -11,6 +9,8 @@ from PIL import Image
 
 from models.data import DFER_CLASSES, AFEWDataset, DFEWDataset, SyntheticDFER, segment_indices
 from models.data.geometry import pixel_grid
+
+from . import items
 
 KEYS = {"frames", "label", "num_frames", "subject"}
 
@@ -247,10 +247,7 @@ def write_list(path, rows):
 
 
 def write_csv(path, rows, header=("video_name", "label")):
-    with open(path, "w", newline="") as fh:
-        w = csv.writer(fh)
-        w.writerow(header)
-        w.writerows(rows)
+    items.write_csv(path, rows, header)
 
 
 @pytest.fixture

@@ -10,6 +10,7 @@ from PIL import Image
 from models.data import FrameFolderDataset
 from models.data.frames import load_frames
 
+from . import items
 from .items import check_item
 
 W, H = 30, 20  # original frame size (non-square on purpose)
@@ -24,10 +25,7 @@ def write_clip(root, subject, clip, numbers, name="img{}.png"):
 
 
 def write_csv(path, rows, header=("subject", "clip", "onset", "apex", "offset", "label")):
-    with open(path, "w", newline="") as fh:
-        w = csv.writer(fh)
-        w.writerow(header)
-        w.writerows(rows)
+    items.write_csv(path, rows, header)
 
 
 @pytest.fixture

@@ -1,7 +1,6 @@
 """models.data.mfed: the synthetic MFED clips (format, determinism, balance, the timing of the two
 expressions, per-subject appearance) and the MFED frame-folder loader on generated folder trees."""
 
-import csv
 import time
 
 import numpy as np
@@ -14,6 +13,8 @@ from models.data.geometry import pixel_grid
 from models.data.mfed import CLASS_MOTIONS, MFED_CLASSES
 from models.data.motion import PRIMITIVES, invert
 from models.data.synthetic import render_clip
+
+from . import items
 
 KEYS = {"video", "experienced", "required", "label", "subject", "onset", "apex", "offset"}
 
@@ -205,10 +206,7 @@ def write_clip(root, subject, clip, numbers, name="img{}.png"):
 
 
 def write_csv(path, rows, header=HEADER):
-    with open(path, "w", newline="") as fh:
-        w = csv.writer(fh)
-        w.writerow(header)
-        w.writerows(rows)
+    items.write_csv(path, rows, header)
 
 
 @pytest.fixture
