@@ -132,7 +132,7 @@ def compare_backends(args, ds, idx, device, log) -> dict:
     return res
 
 
-def checkpoint_state(model, opt, fold: int, epoch: int, done: list, args) -> dict:
+def checkpoint_state(model, opt, fold: int, epoch: int, done: list, args, sched=None) -> dict:
     """What `--resume` needs: weights, optimiser (None: left out), position (the last finished epoch of
     `fold`; -1: none yet), RNG state, the finished folds' predictions and the arguments (to refuse another
     run's checkpoint)."""
@@ -140,6 +140,8 @@ def checkpoint_state(model, opt, fold: int, epoch: int, done: list, args) -> dic
              "done": done, "args": vars(args)}  # fmt: skip
     if opt is not None:
         state["optimizer"] = opt.state_dict()
+    if sched is not None:
+        state["scheduler"] = sched.state_dict()
     return state
 
 
@@ -255,10 +257,13 @@ def main(argv=None) -> dict:
         for fi in range(start_fold, len(folds)):
             name, tr_idx, te_idx = folds[fi]
             model, opt = new_model(args, ds, dd.device)
+            sched = task.scheduler(args, opt)
             epoch0 = 0
             if resume_state is not None and fi == start_fold and start_epoch > 0:
                 model.load_state_dict(resume_state["model"])
                 opt.load_state_dict(resume_state["optimizer"])
+                if sched is not None and "scheduler" in resume_state:
+                    sched.load_state_dict(resume_state["scheduler"])
                 torch.set_rng_state(resume_state["rng"])
                 epoch0 = start_epoch
             net = model
@@ -311,8 +316,10 @@ def main(argv=None) -> dict:
                     records = EpochLog(out, part_names, resume_at, enabled=dd.main)
                 records.add({"fold": fi, "fold_name": name, "epoch": epoch, "loss": mean_loss, "train_acc": acc,
                              "steps": steps, "steps_per_s": speed, **{f"loss_{k}": v for k, v in means.items()}})  # fmt: skip
+                if sched is not None:
+                    sched.step()
                 if dd.main:
-                    save_checkpoint(ckpt_path, checkpoint_state(model, opt, fi, epoch, done, args))
+                    save_checkpoint(ckpt_path, checkpoint_state(model, opt, fi, epoch, done, args, sched))
                 dd.barrier()
                 if args.stop_after is not None and len(epoch_log) >= args.stop_after:
                     stopped = True

@@ -27,7 +27,8 @@ class STTTask(Task):
     name = "stt"
     title = "STT"
     doc = "docs/models/stt.md"
-    # the paper's (Former-DFER's) training: SGD lr 0.01, momentum 0.9, weight decay 1e-4, batch 32, 100 epochs
+    # the paper's (Former-DFER's) training: SGD lr 0.01, momentum 0.9, weight decay 1e-4, batch 32, 100 epochs,
+    # StepLR(40, 0.1)
     # --csv unset: DFEW's fold lists (set_{k}_{split}.txt); a CSV is DFEW's own set_{k}.csv format
     defaults = {
         "epochs": 100,
@@ -38,7 +39,8 @@ class STTTask(Task):
         "csv": None,
     }
     resume_keys = ("classes", "subjects", "clips", "size", "fold", "list_format", "amplitude", "noise", "drift",
-                   "input_norm", "input_scale", "backbone_stage", "dim", "heads", "depth", "beta")  # fmt: skip
+                   "input_norm", "input_scale", "backbone_stage", "dim", "heads", "depth", "beta", "lr_step",
+                   "lr_gamma")  # fmt: skip
     metric_columns = ("acc", "uar")  # acc is the WAR (weighted average recall = accuracy)
 
     def add_arguments(self, p):
@@ -69,6 +71,13 @@ class STTTask(Task):
         g.add_argument("--beta", type=float, default=0.2, help="compact softmax CE weight (0: plain CE)")
         g.add_argument("--optimizer", choices=["sgd", "adamw"], default="sgd", help="sgd: the paper's")
         g.add_argument("--momentum", type=float, default=0.9, help="sgd momentum")
+        g.add_argument(
+            "--lr-step",
+            type=int,
+            default=40,
+            help="the paper's StepLR: the learning rate times --lr-gamma every this many epochs (0: off)",
+        )
+        g.add_argument("--lr-gamma", type=float, default=0.1, help="StepLR factor")  # fmt: skip
 
     def check_args(self, args):
         for name in ("classes", "subjects", "clips", "dim", "heads", "depth"):
@@ -82,6 +91,10 @@ class STTTask(Task):
             raise SystemExit(f"models.train: --size must be a multiple of 16 (>= 16), got {args.size}")
         if args.dim % args.heads:
             raise SystemExit(f"models.train: --dim ({args.dim}) must be divisible by --heads ({args.heads})")
+        if args.lr_step < 0 or not 0.0 < args.lr_gamma <= 1.0:
+            raise SystemExit(
+                f"models.train: --lr-step must be >= 0 and --lr-gamma in (0, 1], got {args.lr_step}, {args.lr_gamma}"
+            )
         if not 1 <= args.fold <= 5:
             raise SystemExit(f"models.train: --fold must be in 1..5, got {args.fold}")
 
@@ -126,6 +139,11 @@ class STTTask(Task):
         if args.optimizer == "sgd":
             return torch.optim.SGD(params, lr=args.lr, momentum=args.momentum, weight_decay=args.weight_decay)
         return torch.optim.AdamW(params, lr=args.lr, weight_decay=args.weight_decay)
+
+    def scheduler(self, args, opt):
+        if args.lr_step == 0:
+            return None
+        return torch.optim.lr_scheduler.StepLR(opt, step_size=args.lr_step, gamma=args.lr_gamma)
 
     def loss(self, model, batch, args, train):
         from ..stt import stt_loss

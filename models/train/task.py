@@ -65,6 +65,10 @@ class Task(ABC):
     def optimizer(self, args: argparse.Namespace, params) -> torch.optim.Optimizer:
         return torch.optim.AdamW(params, lr=args.lr, weight_decay=args.weight_decay)
 
+    def scheduler(self, args: argparse.Namespace, opt: torch.optim.Optimizer):
+        """The learning-rate schedule, stepped once per epoch (its state goes into the checkpoint), or None."""
+        return None
+
     @abstractmethod
     def loss(self, model: nn.Module, batch: dict, args: argparse.Namespace, train: bool):
         """Forward and loss of one batch -> (loss tensor, {part name: float tensor}, predicted labels (B,))."""

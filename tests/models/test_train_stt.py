@@ -4,6 +4,7 @@ folds, files, bad arguments)."""
 import csv
 
 import pytest
+import torch
 
 from models import train
 from tests.models.data.test_dfer import write_clip, write_list
@@ -49,11 +50,36 @@ def test_stt_dfew_lists_give_the_fixed_fold(tmp_path):
         pytest.param(["--size", "40"], "--size must be a multiple of 16", id="size"),
         pytest.param(["--dim", "30"], r"--dim \(30\) must be divisible by --heads \(4\)", id="dim"),
         pytest.param(["--classes", "8"], "--classes must be in 2..7", id="classes"),
+        pytest.param(["--lr-step", "-1"], "--lr-step must be >= 0", id="lr-step"),
+        pytest.param(["--lr-gamma", "0"], r"--lr-gamma in \(0, 1\]", id="lr-gamma"),
     ],
 )
 def test_stt_bad_arguments(argv, match):
     with pytest.raises(SystemExit, match=match):
         train.parse_args(SMALL + argv)
+
+
+STEP = SMALL + ["--data", "synthetic", "--subjects", "1", "--clips", "2", "--test-fraction", "0.5", "--batch-size",
+                "2", "--epochs", "3", "--max-steps", "1", "--lr-step", "1", "--lr-gamma", "0.5"]  # fmt: skip
+
+
+def test_stt_step_lr_decays_every_lr_step_epochs_and_resumes(tmp_path):
+    # the paper's StepLR(40, 0.1) is --lr-step / --lr-gamma; here x0.5 every epoch: 3e-4 -> 1.5e-4 -> 7.5e-5
+    full = run_main(STEP, tmp_path / "full")
+    run_main(STEP + ["--stop-after", "2"], tmp_path / "two")
+    ck = torch.load(tmp_path / "two" / "checkpoint.pt", weights_only=False)
+    assert ck["optimizer"]["param_groups"][0]["lr"] == pytest.approx(3e-4 * 0.5**2)
+    assert ck["scheduler"]["last_epoch"] == 2
+    # stopped after 1 epoch and resumed: the schedule continues where it was (the same weights as in one go)
+    run_main(STEP + ["--stop-after", "1"], tmp_path / "split")
+    ck1 = torch.load(tmp_path / "split" / "checkpoint.pt", weights_only=False)
+    assert ck1["scheduler"]["last_epoch"] == 1
+    resumed = run_main(STEP + ["--resume"], tmp_path / "split")
+    assert resumed["param_checksum"] == full["param_checksum"]
+    # --lr-step 0: a constant learning rate, no scheduler state
+    run_main(STEP + ["--lr-step", "0", "--stop-after", "2"], tmp_path / "off")
+    off = torch.load(tmp_path / "off" / "checkpoint.pt", weights_only=False)
+    assert off["optimizer"]["param_groups"][0]["lr"] == pytest.approx(3e-4) and "scheduler" not in off
 
 
 # the documented recipe (docs/models/stt.md, "Training on synthetic data"): a small STT, temporally centred
