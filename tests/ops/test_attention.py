@@ -3,6 +3,7 @@ MViT code, the table gather, the SDPA route, "auto" dispatch, input checks, and 
 torch.compile) on every fused backend here. The kernels' own sweeps are in test_attention_{cpp,triton}.py."""
 
 import importlib
+import importlib.util
 import math
 from functools import partial
 
@@ -190,13 +191,34 @@ def test_auto_dispatch_on_cpu(monkeypatch):
     monkeypatch.setattr(attention_mod, "_sdpa", lambda *a: calls.append("sdpa") or real(*a))
     thw_q, thw_k = (2, 2, 3), (2, 1, 3)
     q, k, v, rt, rh, rw = make(1, 2, thw_q, thw_k, 8, False, dtype=torch.float32)
-    fxkernels.attention(q, k, v)  # plain: SDPA's flash kernel
+    long_q = torch.randn(1, 2, 65, 8)
+    fxkernels.attention(long_q, long_q, long_q)  # plain, Lq = Lk = 65: SDPA's flash kernel
     assert calls == ["sdpa"]
+    fxkernels.attention(q, k, v)  # plain and short (Lq = 12, Lk = 6): the packed path of the cpu kernel
+    assert calls == ["sdpa"] if fxkernels.backends()["cpu"] else ["sdpa", "sdpa"]
     fxkernels.attention(q, k, v, thw_q=thw_q, thw_k=thw_k, rel_pos_t=rt, rel_pos_h=rh, rel_pos_w=rw)
     assert calls == ["sdpa"]  # biased: the cpu kernel (or the reference without it), not SDPA
     with fxkernels.use_backend("reference"):  # an explicit default wins over the SDPA choice
         fxkernels.attention(q, k, v)
     assert calls == ["sdpa"]
+
+
+@pytest.mark.skipif(not fxkernels.backends()["triton"] and importlib.util.find_spec("triton") is None,
+                    reason="needs triton")  # fmt: skip
+def test_auto_packed_rule_on_cuda():
+    """The rule "auto" applies on CUDA tensors (checked here on CPU tensors: it reads shapes and dtypes only):
+    short plain attention goes to the triton backend when its packed path covers forward and backward."""
+    q16 = torch.zeros(2, 8, 49, 64, dtype=torch.float16)
+    assert attention_mod._packed_ok("triton", q16, q16)  # STT's spatial shape in fp16: packed both ways
+    q32 = q16.float()
+    assert not attention_mod._packed_ok("triton", q32, q32)  # fp32 at (49, 64): no packed backward tiles
+    t17 = torch.zeros(2, 8, 17, 64)
+    assert attention_mod._packed_ok("triton", t17, t17)  # the temporal shape, fp32
+    long_ = torch.zeros(1, 1, 65, 64, dtype=torch.float16)
+    assert not attention_mod._packed_ok("triton", long_, long_)
+    assert attention_mod._packed_ok("cpu", long_, long_) and not attention_mod._packed_ok(
+        "reference", q16, q16
+    )
 
 
 # ----------------------------------------------------------------------------------------- bad input

@@ -26,9 +26,12 @@ from .rel_project import rel_project
 OP = "attention"
 KERNELS = {"triton": True, "cpu": "attention_fwd"}
 MAX_HD = 256  # widest head of the fused kernels
-# On CPU tensors "auto" sends attention without a bias to torch SDPA (its flash CPU kernel) and biased
-# attention to the cpu kernel: benchmarks/bench_attention.py measures both choices (test_targets).
+# On CPU tensors "auto" sends attention without a bias to torch SDPA (its flash CPU kernel) unless the sequences
+# are short (Lq, Lk <= PACKED_MAX_L: the cpu kernel's packed path, faster than SDPA and the reference there,
+# forward + backward), and biased attention to the cpu kernel: benchmarks/bench_attention.py (MViT shapes) and
+# benchmarks/bench_attention_stt.py (STT's short sequences) measure these choices.
 CPU_PLAIN_TO_SDPA = True
+PACKED_MAX_L = 64  # the short-sequence path of the cpu and triton kernels (one key tile, a head per task)
 
 
 def _launchers(backend: str):
@@ -116,6 +119,18 @@ def _why_not(hd: int, dtype: torch.dtype, R: Optional[int]):
         return None
 
     return why
+
+
+def _packed_ok(be: str, q: Tensor, k: Tensor) -> bool:
+    """Whether backend `be` runs this short plain attention on its packed path, forward and backward (the cpu
+    kernel: every dtype and head width; triton: the classes with spill-free packed tiles in both kernels)."""
+    if be == "cpu":
+        return True
+    if be == "triton":
+        from .triton_packed import uses_packed
+
+        return uses_packed(q, k, None, "fwd") and uses_packed(q, k, None, "bwd")
+    return False
 
 
 # ---------------------------------------------------------------------------------------------- the op
@@ -245,7 +260,9 @@ def attention(
         backend: "auto" | "reference" | "cpu" | "triton" | "sdpa". "auto": on CUDA tensors, attention without
             tables goes to torch SDPA (FlashAttention / cuDNN inside torch) and biased attention to Triton;
             on CPU tensors, without tables to torch SDPA (its flash kernel, faster than ours there:
-            benchmarks/bench_attention.py) and with tables to the cpu kernel (SDPA would fall back to its
+            benchmarks/bench_attention.py) and with tables to the cpu kernel. Short sequences without tables
+            (Lq, Lk <= 64, e.g. STT's divided attention) go to the fused kernels' packed path instead of SDPA
+            (benchmarks/bench_attention_stt.py) (SDPA would fall back to its
             unfused math kernel for a bias that needs a gradient). hd > 256 uses the reference. The Triton
             tiles do not take fp32 / fp64 with Tk+Hk+Wk > 32 (README "Triton precision and tiles"):
             "auto" runs those through SDPA with the bias materialised on CUDA, backend="triton" raises a
@@ -270,7 +287,13 @@ def attention(
         be = attention_op.resolve(backend, q.device, _why_not(hd, q.dtype, R))
         dev = q.device.type
         auto = backend == "auto" and default_backend() == "auto"
-        if auto and not biased and (dev == "cuda" or (dev == "cpu" and CPU_PLAIN_TO_SDPA)):
+        short = q.shape[2] <= PACKED_MAX_L and k.shape[2] <= PACKED_MAX_L
+        if (
+            auto
+            and not biased
+            and not (short and _packed_ok(be, q, k))
+            and (dev == "cuda" or (dev == "cpu" and CPU_PLAIN_TO_SDPA))
+        ):
             be = "sdpa"
         elif auto and dev == "cuda" and be == "reference" and hd <= MAX_HD:
             be = "sdpa"  # a class the Triton tiles do not take (fp32 / fp64 wide heads): SDPA, bias materialised

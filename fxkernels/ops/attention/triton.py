@@ -23,6 +23,9 @@ the head slice of the head-chunked classes, size 1 otherwise):
   runs as 3xTF32 (fp32 accuracy on tensor cores; the one-hot is exact) or fp64.
 * ``_attention_bwd_col_kernel``: one program per (b, h, ``BLOCK_N`` keys): over the query tiles ``P^T``,
   ``dv += P^T dO``, ``dk += dS^T q`` (``dk`` scaled once at the end).
+* ``_attention_packed_fwd_kernel`` / ``_attention_packed_bwd_kernel`` (triton_packed.py, chosen by the two
+  launchers through ``uses_packed``): without a bias and with ``Lq, Lk <= 64``, one program per ``PAIRS``
+  (b, h) pairs, each pair's whole sequence in one tile; the backward in one kernel (no delta buffer).
 
 Every output element is written by one program (no atomics: deterministic). Accumulation is fp32 (fp64 for
 fp64 inputs), one rounding at the store (bf16 by bit arithmetic, round to nearest even, exact under
@@ -54,6 +57,7 @@ from .pool_triton import (
 from .triton_bwd import _attention_bwd_col_kernel, _attention_bwd_row_kernel, attention_bwd_triton
 from .triton_common import BD_CLASSES, BR_CLASSES, MAX_HD, MAX_R, meta, spec, unsupported
 from .triton_fwd import _attention_fwd_kernel, attention_fwd_triton
+from .triton_packed import BL_CLASSES, packed_specs, uses_packed
 
 KERNELS = (
     ("fwd", _attention_fwd_kernel, ("rel_ptr", "lse_ptr")),
@@ -78,7 +82,7 @@ def attention_specs() -> list[KernelSpec]:
 
 def aot_specs() -> list[KernelSpec]:
     """Every (kernel, signature, constexprs, num_warps, num_stages) the launchers can use."""
-    return attention_specs() + pool_specs()
+    return attention_specs() + packed_specs() + pool_specs()
 
 
 def _attention_samples(dtype: torch.dtype) -> None:
@@ -103,6 +107,16 @@ def _attention_samples(dtype: torch.dtype) -> None:
                 attention_bwd_triton(o, q, k, k, rel, o, lse, 0.125, grid_k, has_cls, True, False, True)
 
 
+def _packed_samples(dtype: torch.dtype) -> None:
+    """Both launchers on short sequences without a bias: every BLOCK_L and head class, packed where
+    triton_packed.PACKED has tiles (else the flash kernels)."""
+    for hd in (8, 64, 128, 256):
+        for L in BL_CLASSES:
+            q = torch.zeros(2, 3, L - 1, hd, dtype=dtype)
+            o, lse = attention_fwd_triton(q, q, q, None, 0.125, [1, 1, L - 2], True, True, False)
+            attention_bwd_triton(o, q, q, q, None, o, lse, 0.125, [1, 1, L - 2], True, True, False, False)
+
+
 def aot_launch_samples() -> None:
     """Call every launcher on small CPU tensors for every dtype variant, head class and bias width class.
     ``fxkernels.aot`` runs this inside ``record_launches()`` (nothing executes) and checks that every
@@ -117,6 +131,7 @@ def aot_launch_samples() -> None:
             else:  # pragma: no cover - older torch
                 m.allow_tf32 = prec == "tf32"
             _attention_samples(dtype)
+            _packed_samples(dtype)
             pool_launch_samples(dtype)
     finally:
         if has_new:
@@ -135,4 +150,5 @@ __all__ = [
     "attention_pool_bwd_triton",
     "attention_pool_fwd_triton",
     "unsupported",
+    "uses_packed",
 ]

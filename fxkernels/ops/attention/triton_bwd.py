@@ -32,6 +32,7 @@ from .triton_common import (
     need,
 )
 from .triton_fwd import fwd_launch_args
+from .triton_packed import attention_packed_bwd, uses_packed
 
 
 @kernel
@@ -325,6 +326,10 @@ def attention_bwd_triton(dout, q, k, v, rel, out, lse, scale, thw_k, has_cls, ad
         dk.zero_()
         dv.zero_()
         return dq, dk, dv, (drel if need_rel else None)
+    if uses_packed(q, k, rel, "bwd"):  # short sequences without a bias: triton_packed.py
+        scalars = (nh, Lq, Lk, hd, scalars[4], hi, lo, aq, aqc)
+        attention_packed_bwd(dout, q, k, v, out, lse, dq, dk, dv, scalars)
+        return dq, dk, dv, None
     delta = torch.empty((B, nh, Lq), dtype=adt, device=q.device)
     prec = dot_precision(q.dtype)
     bd = bd_class(hd)

@@ -32,6 +32,7 @@ from .triton_common import (
     scale_args,
     unsupported,
 )
+from .triton_packed import attention_packed_fwd, uses_packed
 
 
 @kernel
@@ -177,6 +178,9 @@ def attention_fwd_triton(q, k, v, rel, scale, thw_k, has_cls, add_q, add_q_cls):
     o = torch.empty((B, nh, Lq, hd), dtype=q.dtype, device=q.device)
     lse = torch.empty((B, nh, Lq), dtype=acc_torch_dtype(q.dtype), device=q.device)
     if o.numel() == 0:
+        return o, lse
+    if uses_packed(q, k, rel, "fwd"):  # short sequences without a bias: triton_packed.py
+        attention_packed_fwd(q, k, v, o, lse, (nh, Lq, k.shape[2], hd, int(bool(has_cls)), hi, lo, aq, aqc))
         return o, lse
     m = meta("fwd", q.dtype, dot_precision(q.dtype), bd_class(hd), rel is not None, br_class(R))
     relt = rel if rel is not None else lse  # an unused pointer of the accumulation dtype
