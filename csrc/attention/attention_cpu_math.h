@@ -11,6 +11,7 @@
 #include <limits>
 
 #include "common/common.h"
+#include "common/cpu_vexp.h"
 
 #ifndef FXK_CPU_VEC_BYTES
 #if defined(__AVX__)
@@ -77,59 +78,9 @@ FXK_HD_INLINE A hmax(const V& v) {
   return m;
 }
 
-// exp of every lane: x = n ln2 + r with n = round(x log2 e) (the 1.5 * 2^mantissa-bits rounding trick) and
-// |r| <= ln2 / 2 split Cody-Waite style, e^r by a polynomial, 2^n built in the exponent bits. fp32: Cephes'
-// degree-7 minimax (~1 ulp), inputs below -88 give 0; fp64: Taylor to degree 13 (~1e-16), inputs clamped to
-// [-708.3, 709] (e^-708 ~ 3e-308 stands in for 0). NaN stays NaN.
+// exp of every lane (common/cpu_vexp.h: the extension-wide vector exp, at this build's vector width).
 template <typename A>
-struct VExp;
-template <>
-struct VExp<float> {
-  using V = typename VecT<float, kVB>::type;
-  using I = typename VecT<int32_t, kVB>::type;
-  static FXK_HD_INLINE V exp(V x) {
-    const V lo = vsplat<V>(-88.0f), hi = vsplat<V>(88.0f);
-    x = x < lo ? lo : x;
-    x = x > hi ? hi : x;
-    const float magic = 12582912.0f;  // 1.5 * 2^23
-    const V t = x * 1.44269504088896341f + magic;
-    const V n = t - magic;
-    V r = x - n * 0.693359375f;
-    r = r - n * -2.12194440e-4f;
-    V p = vsplat<V>(1.9875691500e-4f);
-    p = p * r + 1.3981999507e-3f;
-    p = p * r + 8.3334519073e-3f;
-    p = p * r + 4.1665795894e-2f;
-    p = p * r + 1.6666665459e-1f;
-    p = p * r + 5.0000001201e-1f;
-    p = p * (r * r) + r + 1.0f;
-    const I e = ((I)t - 0x4B400000 + 127) << 23;
-    return p * (V)e;
-  }
-};
-template <>
-struct VExp<double> {
-  using V = typename VecT<double, kVB>::type;
-  using I = typename VecT<int64_t, kVB>::type;
-  static FXK_HD_INLINE V exp(V x) {
-    const V lo = vsplat<V>(-708.3), hi = vsplat<V>(709.0);
-    x = x < lo ? lo : x;
-    x = x > hi ? hi : x;
-    const double magic = 6755399441055744.0;  // 1.5 * 2^52
-    const V t = x * 1.4426950408889634074 + magic;
-    const V n = t - magic;
-    V r = x - n * 6.93147180369123816490e-01;
-    r = r - n * 1.90821492927058770002e-10;
-    V p = vsplat<V>(1.0 / 6227020800.0);  // 1/13!
-    const double inv_fact[] = {1.0 / 479001600.0, 1.0 / 39916800.0, 1.0 / 3628800.0, 1.0 / 362880.0,
-                               1.0 / 40320.0,     1.0 / 5040.0,     1.0 / 720.0,     1.0 / 120.0,
-                               1.0 / 24.0,        1.0 / 6.0,        0.5,             1.0,
-                               1.0};
-    for (double cf : inv_fact) p = p * r + cf;
-    const I e = ((I)t - int64_t(0x4338000000000000LL) + 1023) << 52;
-    return p * (V)e;
-  }
-};
+using VExp = VExpT<A, kVB>;
 
 // ------------------------------------------------------------------------------------------------- GEMM
 // C[M, NR] (+)= sum_k a[r * sam + k * sak] * b[k * ldb + 0 .. NR), M <= MR rows in registers.

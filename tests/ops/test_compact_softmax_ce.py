@@ -23,17 +23,24 @@ BACKEND_PARAMS = [p for p in _ALL_BACKENDS if p.values[1] in KERNELS]
 
 def make(N, C, dtype=torch.float64, device="cpu", layout="contiguous", scale=3.0):
     """logits (N, C) in a layout the op must accept (contiguous | transposed: a (C, N) tensor's .t() | sliced:
-    every other column of a wider tensor) and targets covering the first and last class."""
+    every other column of a wider tensor | offset: columns 1 .. C of an (N, C + 1) tensor) and targets covering
+    the first and last class. The view is taken last (scaling or moving a non-dense view would copy it)."""
+
+    def base(*shape):
+        return (scale * torch.randn(*shape, dtype=torch.float64)).to(dtype=dtype, device=device)
+
     if layout == "transposed":
-        z = torch.randn(C, N, dtype=torch.float64).t()
+        z = base(C, N).t()
     elif layout == "sliced":
-        z = torch.randn(N, 2 * C, dtype=torch.float64)[:, ::2]
+        z = base(N, 2 * C)[:, ::2]
+    elif layout == "offset":  # rows contiguous but one element off and C + 1 apart
+        z = base(N, C + 1)[:, 1:]
     else:
-        z = torch.randn(N, C, dtype=torch.float64)
+        z = base(N, C)
     y = torch.randint(0, C, (N,))
     if N >= 2:
         y[0], y[1] = 0, C - 1
-    return (scale * z).to(dtype=dtype, device=device), y.to(device)
+    return z, y.to(device)
 
 
 def loop_loss(z, y, beta):
@@ -329,3 +336,91 @@ def test_cpp_op_checks():
         ops.compact_softmax_ce_fwd(z[:, :1], torch.zeros(4, dtype=torch.int64), 0.2)
     with pytest.raises(RuntimeError, match=r"dl must have shape \(N,\)"):
         ops.compact_softmax_ce_bwd(torch.ones(3), z, y, 0.2)
+
+
+# ------------------------------------------------------------------------------- C++ CPU kernels, per ISA
+ISAS = ["generic", "avx2", "avx512", "avx512-emulated"]
+ALL_DTYPES = DTYPES + HALF
+
+
+def usable_isas() -> set:
+    """The CPU ISA variants built and run by this CPU (as in tests/ops/test_attention_cpp.py); this family has no
+    AVX-512 build, so its avx512 and avx512-emulated slots hold its AVX2 kernels."""
+    info = fxkernels._ext.build_info()
+    usable = set(info.get("cpu_isa_usable", []))
+    if "avx512" in info.get("cpu_isa_variants", []) and "avx2" in usable:
+        usable.add("avx512-emulated")
+    return usable
+
+
+@pytest.fixture(params=[pytest.param(i, id=i) for i in ISAS])
+def isa(request):
+    """Runs the test with the CPU kernels of one ISA variant, then restores the previous choice."""
+    if not fxkernels.backends()["cpu"]:
+        pytest.skip("needs the compiled CPU kernels")
+    if request.param not in usable_isas():
+        pytest.skip(f"the {request.param} CPU kernels are not built or this CPU does not run them")
+    C = fxkernels._ext._C
+    prev = C._set_cpu_isa(request.param)
+    yield request.param
+    C._set_cpu_isa(prev)
+
+
+@pytest.mark.parametrize("dtype", ALL_DTYPES)
+@pytest.mark.parametrize("C", [2, 7, 1000, 1003])
+def test_isa_variants(isa, C, dtype):
+    # 37 random targets: in a full vector chunk, in the last partial one, first and last class
+    z, y = make(37, C, dtype)
+    for red in ("none", "mean"):
+        check(z, y, "cpu", reduction=red)
+
+
+@pytest.mark.parametrize("dtype", ALL_DTYPES)
+@pytest.mark.parametrize(
+    "C,layout", [(1003, "transposed"), (7, "sliced"), (1000, "sliced"), (1003, "offset"), (7, "offset")]
+)
+def test_isa_variants_non_contiguous(isa, C, layout, dtype):
+    z, y = make(11, C, dtype, layout=layout)
+    assert not z.is_contiguous()
+    check(z, y, "cpu", reduction="none")
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("C", [7, 1003])
+def test_isa_nan_propagates_to_its_row(isa, C, dtype):
+    z, y = make(6, C, dtype)
+    y[4] = 0
+    z = z.clone()
+    z[1, (y[1] + 1) % C] = float("nan")  # a non-target logit (in the row's first chunk)
+    z[3, y[3]] = float("nan")  # the target logit
+    z[4, C - 1] = float("nan")  # the last column: the partial vector chunk
+    z[5, torch.arange(C) != y[5]] = float("nan")  # every non-target logit
+    nan_rows = torch.tensor([False, True, False, True, True, True])
+    z.requires_grad_(True)
+    loss = fxkernels.compact_softmax_ce(z, y, reduction="none", backend="cpu")
+    assert torch.equal(loss.isnan(), nan_rows)
+    (g,) = torch.autograd.grad(loss.sum(), z)
+    assert torch.equal(g.isnan().all(1), nan_rows) and not g[~nan_rows].isnan().any()
+    check(z.detach(), y, "cpu", reduction="none")
+
+
+@pytest.mark.parametrize("dtype", ALL_DTYPES)
+@pytest.mark.parametrize(
+    "N,C,layout", [(600, 1003, "contiguous"), (12000, 7, "contiguous"), (300, 33, "transposed")]
+)
+def test_isa_bitwise_across_thread_counts(isa, N, C, layout, dtype):
+    # enough rows that at::parallel_for splits them between 2 threads (grain 32768 / C rows forward, 16384 / C
+    # backward): every row is reduced in a fixed order, whichever thread takes it
+    z, y = make(N, C, dtype, layout=layout)
+    dl = torch.randn(N, dtype=dtype)
+    ops = torch.ops.fxkernels
+    prev = torch.get_num_threads()
+    got = {}
+    try:
+        for threads in (1, 2):
+            torch.set_num_threads(threads)
+            got[threads] = (ops.compact_softmax_ce_fwd(z, y, 0.2), ops.compact_softmax_ce_bwd(dl, z, y, 0.2))
+    finally:
+        torch.set_num_threads(prev)
+    assert torch.equal(got[1][0], got[2][0]), "the row losses differ between 1 and 2 threads"
+    assert torch.equal(got[1][1], got[2][1]), "the gradients differ between 1 and 2 threads"
