@@ -115,11 +115,39 @@ inline int gemm_keys(int n, int nv, int K, const A* a, int64_t sam, const A* kt,
   return full * NR + VL;
 }
 
-// K (and V) of head bh as panels of NR keys: dst + p * Dp * NR for panel p.
+// K (and V) of a head as transposed panels of NR keys (panel p at dst + p * Dp * NR, element (d, l) at d * NR + l):
+// only the Lk x hd real entries are written, row by row of the source (one sequential read stream). The padding (keys
+// Lk .. and columns hd .. Dp) stays the zeros the scratch was made with: Lk and hd are the same for every head
+// of a call, so nothing else is ever written there.
 template <typename T, typename A>
 inline void pack_head_panels(const T* src, int64_t sl, int64_t Lk, int64_t hd, int64_t Dp, A* dst) {
   constexpr int NR = Geo<A>::NR;
-  for (int64_t j0 = 0; j0 < Lk; j0 += NR) pack_panel(src, sl, Lk, hd, Dp, j0, dst + (j0 / NR) * Dp * NR);
+  for (int64_t j0 = 0; j0 < Lk; j0 += NR) {
+    const int n = static_cast<int>(std::min<int64_t>(NR, Lk - j0));
+    const T* s0 = src + j0 * sl;
+    A* p = dst + (j0 / NR) * Dp * NR;
+    for (int l = 0; l < n; ++l) {
+      const T* row = s0 + l * sl;
+      for (int64_t d = 0; d < hd; ++d) p[d * NR + l] = to_acc<A>(row[d]);
+    }
+  }
+}
+
+// sum_d x[d] * (y[d] - z[d]) over d < n (z may be null: y alone), in vectors of VL then the tail.
+template <typename A>
+FXK_HD_INLINE A dot_diff(const A* FXK_RESTRICT x, const A* FXK_RESTRICT y, const A* FXK_RESTRICT z, int64_t n) {
+  using V = typename Geo<A>::V;
+  constexpr int VL = Geo<A>::VL;
+  V acc = V{};
+  int64_t d = 0;
+  if (z) {
+    for (; d + VL <= n; d += VL) acc += vload<V>(x + d) * (vload<V>(y + d) - vload<V>(z + d));
+  } else {
+    for (; d + VL <= n; d += VL) acc += vload<V>(x + d) * vload<V>(y + d);
+  }
+  A r = hsum<A>(acc);
+  for (; d < n; ++d) r += x[d] * (y[d] - (z ? z[d] : A(0)));
+  return r;
 }
 
 // x[0 .. n) *= f, n a multiple of VL.
@@ -261,7 +289,9 @@ void packed_bwd_head(const Problem& pb, int64_t bh, PackedScratch<A>& ws, int64_
     const A* dor = da.p + r * da.ld;
     const A* qr = qa.p + r * qa.ld;
     A delta = A(0);
-    if (pb.residual(r)) {
+    if constexpr (std::is_same<T, A>::value) {
+      delta = dot_diff<A>(dor, orow, pb.residual(r) ? qr : nullptr, hd);
+    } else if (pb.residual(r)) {
       for (int64_t d = 0; d < hd; ++d) delta += dor[d] * (to_acc<A>(orow[d]) - qr[d]);
     } else {
       for (int64_t d = 0; d < hd; ++d) delta += dor[d] * to_acc<A>(orow[d]);
