@@ -22,7 +22,34 @@ if os.environ.get("TRITON_INTERPRET") == "1" and fxkernels.backends()["triton"]:
 AVAILABLE = fxkernels.backends()
 DEVICES = devices()
 BACKEND_PARAMS = backend_params()
-__all__ = ["AVAILABLE", "BACKEND_PARAMS", "DEVICES", "kernel_backends"]
+__all__ = ["AVAILABLE", "BACKEND_PARAMS", "CPU_ISAS", "DEVICES", "kernel_backends", "usable_cpu_isas"]
+
+CPU_ISAS = ("generic", "avx2", "avx512", "avx512-emulated")
+
+
+def usable_cpu_isas() -> set:
+    """The CPU ISA variants that are built and that this CPU runs; "avx512-emulated" (the AVX-512 source compiled
+    for AVX2, a test hook) wherever the AVX-512 variant is built and AVX2 runs. A family without an AVX-512 build
+    holds its AVX2 kernels in those slots."""
+    info = fxkernels._ext.build_info()
+    usable = set(info.get("cpu_isa_usable", []))
+    if "avx512" in info.get("cpu_isa_variants", []) and "avx2" in usable:
+        usable.add("avx512-emulated")
+    return usable
+
+
+@pytest.fixture(params=[pytest.param(i, id=i) for i in CPU_ISAS])
+def isa(request):
+    """Runs the test with the CPU kernels of one ISA variant (every family's), then restores the previous one."""
+    if not fxkernels.backends()["cpu"]:
+        pytest.skip("needs the compiled CPU kernels")
+    if request.param not in usable_cpu_isas():
+        pytest.skip(f"the {request.param} CPU kernels are not built or this CPU does not run them")
+    C = fxkernels._ext._C
+    prev = C._set_cpu_isa(request.param)
+    yield request.param
+    C._set_cpu_isa(prev)
+
 
 TESTS = Path(__file__).resolve().parent
 POISONED = ("ops", "nn")  # test folders whose every test runs with NaN-filled torch.empty / at::empty

@@ -18,7 +18,7 @@ import torch
 from torch import Tensor, nn
 
 from .._checks import check_tensor
-from ..ops.attention import attention
+from ..ops.attention import qkv_attention
 from .attention import check_backend, check_int
 from .mvit import StochasticDepth
 
@@ -35,12 +35,8 @@ class _SelfAttention(nn.Module):
         self.backend = backend
 
     def forward(self, x: Tensor) -> Tensor:
-        S, L, d = x.shape
-        q, k, v = (
-            self.qkv(self.norm(x)).reshape(S, L, 3, self.num_heads, self.head_dim).permute(2, 0, 3, 1, 4)
-        )
-        o = attention(q, k, v, backend=self.backend)  # (S, heads, L, head_dim)
-        return self.proj(o.transpose(1, 2).reshape(S, L, d))
+        # the heads are read from (and their gradients written into) the qkv projection's own layout
+        return self.proj(qkv_attention(self.qkv(self.norm(x)), self.num_heads, backend=self.backend))
 
 
 class DividedSpaceTimeBlock(nn.Module):
@@ -102,15 +98,18 @@ class DividedSpaceTimeBlock(nn.Module):
         N = (L - 1) // frames
         cls, p = x[:, :1], x[:, 1:]
         # space: every frame's N patches attend to each other; the class token takes no part
-        p = p + self.drop_path(self.space(p.reshape(B * frames, N, d)).reshape(B, L - 1, d))
+        # residuals added in place into the branch outputs (fresh tensors no backward needs): no new allocation
+        p = self.drop_path(self.space(p.reshape(B * frames, N, d)).reshape(B, L - 1, d)).add_(p)
         # time: every patch's sequence over the frames, with the class token as its step 0
         seq = p.reshape(B, frames, N, d).transpose(1, 2)  # (B, N, F, d)
         seq = torch.cat([cls[:, None].expand(B, N, 1, d), seq], dim=2).reshape(B * N, frames + 1, d)
         u = self.drop_path(self.time(seq).reshape(B, N, frames + 1, d))  # one draw per clip for both parts
-        p = p + u[:, :, 1:].transpose(1, 2).reshape(B, L - 1, d)
+        p = (p.view(B, frames, N, d) + u[:, :, 1:].transpose(1, 2)).view(
+            B, L - 1, d
+        )  # no copy of the transpose
         cls = cls + u[:, :, 0].mean(1, keepdim=True)
         x = torch.cat([cls, p], dim=1)
-        return x + self.drop_path(self.mlp(self.norm(x)))
+        return self.drop_path(self.mlp(self.norm(x))).add_(x)
 
     def extra_repr(self) -> str:
         return f"{self.dim}, heads={self.num_heads}, backend={self.backend!r}"

@@ -41,26 +41,6 @@ CASES = [
     pytest.param(1, 2, (3, 5, 7), (3, 3, 4), 40, True, True, False, id="odd-Lq106-Lk37-hd40"),
     pytest.param(1, 1, (2, 5, 11), (2, 7, 7), 20, True, True, False, id="tiles-Lq111-Lk99-hd20"),
 ]
-ISAS = ["generic", "avx2", "avx512", "avx512-emulated"]
-
-
-def usable_isas() -> set:
-    info = fxkernels._ext.build_info()
-    usable = set(info.get("cpu_isa_usable", []))
-    if "avx512" in info.get("cpu_isa_variants", []) and "avx2" in usable:
-        usable.add("avx512-emulated")
-    return usable
-
-
-@pytest.fixture(params=[pytest.param(i, id=i) for i in ISAS])
-def isa(request):
-    """Runs the test with the CPU kernels of one ISA variant, then restores the previous choice."""
-    if request.param not in usable_isas():
-        pytest.skip(f"the {request.param} CPU kernels are not built or this CPU does not run them")
-    C = fxkernels._ext._C
-    prev = C._set_cpu_isa(request.param)
-    yield request.param
-    C._set_cpu_isa(prev)
 
 
 def _tables(thw_q, thw_k, hd, dtype, interp=False):

@@ -12,7 +12,7 @@ import torch
 
 from fxkernels.ops.attention import attention, attention_ref
 from fxkernels.testing import assert_deterministic, check_op, gradcheck
-from tests.ops.test_attention_cpp import _fns, _qkv_layout, isa, make_inputs, pytestmark  # noqa: F401
+from tests.ops.test_attention_cpp import _fns, _qkv_layout, make_inputs, pytestmark  # noqa: F401
 
 
 def _plain(B, nh, Lq, Lk, hd, dtype=torch.float64, noncontig=False):
@@ -103,7 +103,7 @@ def test_rel_pos_bias(thw_q, thw_k, has_cls):
 @pytest.mark.parametrize(
     "dtype", [pytest.param(torch.float64, id="fp64"), pytest.param(torch.float32, id="fp32")]
 )
-def test_isa_variants(isa, dtype):  # noqa: F811 - the fixture
+def test_isa_variants(isa, dtype):
     check_op(_cpu(), _ref(), _plain(2, 3, 49, 17, 64, dtype=dtype))
     fn, ref = _fns((2, 3, 3), (2, 3, 3), True, True, False)
     check_op(fn, ref, make_inputs(1, 2, (2, 3, 3), (2, 3, 3), 40, True, dtype=dtype))

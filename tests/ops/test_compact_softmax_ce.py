@@ -339,31 +339,8 @@ def test_cpp_op_checks():
 
 
 # ------------------------------------------------------------------------------- C++ CPU kernels, per ISA
-ISAS = ["generic", "avx2", "avx512", "avx512-emulated"]
 ALL_DTYPES = DTYPES + HALF
-
-
-def usable_isas() -> set:
-    """The CPU ISA variants built and run by this CPU (as in tests/ops/test_attention_cpp.py); this family has no
-    AVX-512 build, so its avx512 and avx512-emulated slots hold its AVX2 kernels."""
-    info = fxkernels._ext.build_info()
-    usable = set(info.get("cpu_isa_usable", []))
-    if "avx512" in info.get("cpu_isa_variants", []) and "avx2" in usable:
-        usable.add("avx512-emulated")
-    return usable
-
-
-@pytest.fixture(params=[pytest.param(i, id=i) for i in ISAS])
-def isa(request):
-    """Runs the test with the CPU kernels of one ISA variant, then restores the previous choice."""
-    if not fxkernels.backends()["cpu"]:
-        pytest.skip("needs the compiled CPU kernels")
-    if request.param not in usable_isas():
-        pytest.skip(f"the {request.param} CPU kernels are not built or this CPU does not run them")
-    C = fxkernels._ext._C
-    prev = C._set_cpu_isa(request.param)
-    yield request.param
-    C._set_cpu_isa(prev)
+# the `isa` fixture (tests/conftest.py): this family has no AVX-512 build, its avx512 slots hold its AVX2 kernels
 
 
 @pytest.mark.parametrize("dtype", ALL_DTYPES)

@@ -13,7 +13,7 @@ import torch
 import fxkernels
 from fxkernels.ops.fcc.reference import fcc2d_ref, fcc_ref
 from fxkernels.testing import assert_close
-from tests.conftest import AVAILABLE
+from tests.conftest import AVAILABLE, usable_cpu_isas
 
 pytestmark = pytest.mark.skipif(not AVAILABLE["cpu"], reason="needs the compiled CPU kernels")
 
@@ -29,31 +29,12 @@ SHAPES = [
 ]
 DTYPES = [pytest.param(torch.float32, id="fp32"), pytest.param(torch.float64, id="fp64")]
 HALF_DTYPES = [pytest.param(torch.float16, id="fp16"), pytest.param(torch.bfloat16, id="bf16")]
-ISAS = [
-    pytest.param("generic", id="generic"),
-    pytest.param("avx2", id="avx2"),
-    pytest.param("avx512", id="avx512"),
-    pytest.param("avx512-emulated", id="avx512-emulated"),
-]
 
 
-def usable_isas() -> set:
-    info = fxkernels._ext.build_info()
-    usable = set(info.get("cpu_isa_usable", []))
-    if "avx512" in info.get("cpu_isa_variants", []) and "avx2" in usable:
-        usable.add("avx512-emulated")
-    return usable
-
-
-@pytest.fixture(params=ISAS)
-def cpu_isa(request):
-    """Runs the test with the CPU kernels of one ISA variant, then restores the previous choice."""
-    if request.param not in usable_isas():
-        pytest.skip(f"the {request.param} CPU kernels are not built or this CPU does not run them")
-    C = fxkernels._ext._C
-    prev = C._set_cpu_isa(request.param)
-    yield request.param
-    C._set_cpu_isa(prev)
+@pytest.fixture
+def cpu_isa(isa):
+    """The shared `isa` fixture (tests/conftest.py) under this file's name."""
+    return isa
 
 
 def make_inputs(B, C, H, W, mode, dtype, noncontig):
@@ -132,7 +113,7 @@ def test_fcc_cpu_isa_variants_agree():
     args = [t[k] for k in KEYS]
     C = fxkernels._ext._C
     outs = {}
-    for isa in sorted(usable_isas()):
+    for isa in sorted(usable_cpu_isas()):
         prev = C._set_cpu_isa(isa)
         try:
             outs[isa] = torch.ops.fxkernels.fcc_fwd(*args, MODES["VH"])

@@ -3,6 +3,7 @@ the MViT pooling (see README.md)."""
 
 from .attention import MAX_HD, attention
 from .pool import attention_pool
+from .qkv import qkv_attention
 from .reference import attention_pool_ref, attention_ref, attention_rel_ref, rel_pos_gather, rel_pos_project
 
 __all__ = [
@@ -13,6 +14,7 @@ __all__ = [
     "attention_rel_ref",
     "rel_pos_gather",
     "rel_pos_project",
+    "qkv_attention",
     "MAX_HD",
 ]
 

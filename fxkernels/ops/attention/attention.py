@@ -222,6 +222,34 @@ def _sdpa(q, k, v, rel, scale, thw_k, has_cls, add_q, add_q_cls, dropout_p):
     return o if r is None else o + r.to(q.dtype) * q
 
 
+def choose_backend(
+    q: Tensor, k: Tensor, backend: str, biased: bool = False, R: Optional[int] = None, dropout_p: float = 0.0
+) -> str:
+    """What `attention` runs for these inputs: "reference", "cpu", "triton" or "sdpa" (the "auto" rules of
+    its docstring; R = Tk+Hk+Wk of a bias)."""
+    if backend not in BACKENDS + ("sdpa",):
+        raise ValueError(f"fxkernels.{OP}: backend must be one of {BACKENDS + ('sdpa',)}, got {backend!r}")
+    if backend == "sdpa" or dropout_p > 0.0:
+        return "sdpa"
+    hd = q.shape[-1]
+    be = attention_op.resolve(backend, q.device, _why_not(hd, q.dtype, R))
+    dev = q.device.type
+    auto = backend == "auto" and default_backend() == "auto"
+    short = q.shape[2] <= PACKED_MAX_L and k.shape[2] <= PACKED_MAX_L
+    if (
+        auto
+        and not biased
+        and not (short and _packed_ok(be, q, k))
+        and (dev == "cuda" or (dev == "cpu" and CPU_PLAIN_TO_SDPA))
+    ):
+        return "sdpa"
+    if auto and dev == "cuda" and be == "reference" and hd <= MAX_HD:
+        return (
+            "sdpa"  # a class the Triton tiles do not take (fp32 / fp64 wide heads): SDPA, bias materialised
+        )
+    return be
+
+
 # ------------------------------------------------------------------------------------ public function
 def attention(
     q: Tensor,
@@ -278,25 +306,7 @@ def attention(
     hd = q.shape[-1]
     scale = float(hd**-0.5 if scale is None else scale)
     biased = rel_pos_t is not None
-    if backend not in BACKENDS + ("sdpa",):
-        raise ValueError(f"fxkernels.{OP}: backend must be one of {BACKENDS + ('sdpa',)}, got {backend!r}")
-    if backend == "sdpa" or dropout_p > 0.0:
-        be = "sdpa"
-    else:
-        R = sum(thw_k) if biased else None
-        be = attention_op.resolve(backend, q.device, _why_not(hd, q.dtype, R))
-        dev = q.device.type
-        auto = backend == "auto" and default_backend() == "auto"
-        short = q.shape[2] <= PACKED_MAX_L and k.shape[2] <= PACKED_MAX_L
-        if (
-            auto
-            and not biased
-            and not (short and _packed_ok(be, q, k))
-            and (dev == "cuda" or (dev == "cpu" and CPU_PLAIN_TO_SDPA))
-        ):
-            be = "sdpa"
-        elif auto and dev == "cuda" and be == "reference" and hd <= MAX_HD:
-            be = "sdpa"  # a class the Triton tiles do not take (fp32 / fp64 wide heads): SDPA, bias materialised
+    be = choose_backend(q, k, backend, biased, sum(thw_k) if biased else None, dropout_p)
     if be == "reference":
         return attention_ref(
             q,
