@@ -14,6 +14,16 @@
 
 #include "common/common.h"
 
+// The vector width of the including TU's kernels (its wide variants define it before including their kernel
+// header): 32 bytes where AVX is on (the TU's #pragma GCC target), else 16.
+#ifndef FXK_CPU_VEC_BYTES
+#if defined(__AVX__)
+#define FXK_CPU_VEC_BYTES 32
+#else
+#define FXK_CPU_VEC_BYTES 16
+#endif
+#endif
+
 #pragma GCC diagnostic push
 #pragma GCC diagnostic ignored "-Wpsabi"
 

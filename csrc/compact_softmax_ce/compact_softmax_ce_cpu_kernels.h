@@ -30,14 +30,6 @@
 #include "common/cpu_vexp.h"
 #include "compact_softmax_ce/compact_softmax_ce.h"
 
-#ifndef FXK_CPU_VEC_BYTES
-#if defined(__AVX__)
-#define FXK_CPU_VEC_BYTES 32
-#else
-#define FXK_CPU_VEC_BYTES 16
-#endif
-#endif
-
 #pragma GCC diagnostic push
 #pragma GCC diagnostic ignored "-Wpsabi"
 
